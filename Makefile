@@ -1,0 +1,33 @@
+# Two commands: `make run` starts the whole stack, `make test` runs the suite.
+# Both create .venv and install on first use, and start embedded Postgres and
+# Redis unless DATABASE_URL / CELERY_BROKER_URL are set.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install run test lint clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit("Python 3.11+ is required, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(PY) -m devstack run
+
+test: $(STAMP)
+	$(PY) -m devstack exec -- $(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	DATABASE_URL=postgres://localhost/lint CELERY_BROKER_URL=redis://localhost/0 $(VENV)/bin/mypy
+
+clean:
+	rm -rf .devstack staticfiles .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Example handlers for the reference project: what `make run` runs."""

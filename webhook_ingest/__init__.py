@@ -1,0 +1,1 @@
+"""Receive Stripe webhooks: verify the signature, record the event, enqueue it."""

@@ -1,0 +1,43 @@
+"""System checks for what would otherwise fail at 3 a.m."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core.checks import Error, Tags, Warning, register
+
+from .conf import SETTING_NAME, webhook_settings
+from .exceptions import WebhookConfigurationError
+
+
+@register(Tags.security, deploy=False)
+def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error | Warning]:
+    webhook_settings.reload()
+    try:
+        endpoints = webhook_settings.ENDPOINTS
+        for key in ("RETRY_SCHEDULE", "RETRY_JITTER", "REQUEUE_AFTER", "MAX_BODY_BYTES"):
+            getattr(webhook_settings, key)
+    except WebhookConfigurationError as exc:
+        return [
+            Error(
+                str(exc),
+                hint=f"See the {SETTING_NAME} section of the README for the expected shape.",
+                id="webhook_ingest.E002",
+            )
+        ]
+    messages: list[Error | Warning] = []
+    for endpoint in endpoints.values():
+        if endpoint.secrets:
+            continue
+        text = f"Stripe webhook endpoint {endpoint.name!r} has no signing secret."
+        hint = (
+            f'Set {SETTING_NAME}["ENDPOINTS"]["{endpoint.name}"]["SECRETS"] to the '
+            "endpoint's whsec_... secret from the Stripe dashboard (the reference "
+            "project reads STRIPE_WEBHOOK_SECRET); until then every delivery is refused."
+        )
+        if settings.DEBUG:
+            messages.append(Warning(text, hint=hint, id="webhook_ingest.W001"))
+        else:
+            messages.append(Error(text, hint=hint, id="webhook_ingest.E001"))
+    return messages

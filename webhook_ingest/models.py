@@ -1,0 +1,152 @@
+"""`WebhookEvent`: one row per Stripe event id, the source of truth for its processing."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from functools import cached_property
+from typing import Any
+
+from django.db import connection, models
+from django.utils import timezone
+
+from .parsing import ParsedEvent
+
+# A due time far in the past: "sweep me at the next run" (the enqueue failed).
+SWEEP_NOW = datetime(2000, 1, 1, tzinfo=UTC)
+
+
+class WebhookEventQuerySet(models.QuerySet["WebhookEvent"]):
+    def record(self, parsed: ParsedEvent, body: str, endpoint: str) -> bool:
+        """Insert the event unless its id is already stored; True if it was new.
+
+        One statement, `INSERT ... ON CONFLICT DO NOTHING`: concurrent duplicate
+        deliveries race inside Postgres' unique index, never in Python, so
+        exactly one of them creates the row.
+        """
+        now = timezone.now()
+        values = {
+            "id": parsed.id,
+            "type": parsed.type,
+            "livemode": parsed.livemode,
+            "api_version": parsed.api_version,
+            "account": parsed.account,
+            "created": parsed.created,
+            "object_id": parsed.object_id,
+            "endpoint": endpoint,
+            "body": body,
+            "status": WebhookEvent.Status.PENDING,
+            "attempts": 0,
+            "received_at": now,
+            "due_at": now,
+            "last_error": "",
+        }
+        sql = _insert_sql(list(values))
+        with connection.cursor() as cursor:
+            cursor.execute(sql, list(values.values()))
+            return cursor.fetchone() is not None
+
+    def unfinished(self) -> WebhookEventQuerySet:
+        return self.filter(status__in=WebhookEvent.UNFINISHED)
+
+
+_INSERT_SQL: dict[tuple[str, ...], str] = {}
+
+
+def _insert_sql(fields: list[str]) -> str:
+    key = tuple(fields)
+    if key not in _INSERT_SQL:
+        meta = WebhookEvent._meta
+        qn = connection.ops.quote_name
+        columns = ", ".join(qn(meta.get_field(f).column) for f in fields)
+        placeholders = ", ".join(["%s"] * len(fields))
+        pk = qn(meta.pk.column)  # type: ignore[union-attr]
+        _INSERT_SQL[key] = (
+            f"INSERT INTO {qn(meta.db_table)} ({columns}) VALUES ({placeholders}) "
+            f"ON CONFLICT ({pk}) DO NOTHING RETURNING {pk}"
+        )
+    return _INSERT_SQL[key]
+
+
+class WebhookEvent(models.Model):
+    """A Stripe event as received, and where it stands in processing.
+
+    Handlers receive an instance as `event`. The request body is kept exactly
+    as received in `body`; `payload` and `data` are parsed from it.
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        PROCESSING = "processing", "Processing"
+        SUCCEEDED = "succeeded", "Succeeded"
+        RETRYING = "retrying", "Retrying"
+        FAILED = "failed", "Failed"
+
+    UNFINISHED = (Status.PENDING, Status.PROCESSING, Status.RETRYING)
+    FINISHED = (Status.SUCCEEDED, Status.FAILED)
+
+    id = models.CharField("Stripe event id", max_length=255, primary_key=True)
+    type = models.CharField(max_length=255, db_index=True)
+    livemode = models.BooleanField()
+    api_version = models.CharField(max_length=64, null=True, blank=True)
+    account = models.CharField(
+        "Connect account", max_length=255, null=True, blank=True, db_index=True
+    )
+    created = models.DateTimeField("created at Stripe", db_index=True)
+    object_id = models.CharField(
+        "data.object id", max_length=255, blank=True, db_index=True
+    )
+    endpoint = models.CharField(max_length=64)
+    body = models.TextField(help_text="The request body exactly as received.")
+
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    received_at = models.DateTimeField(default=timezone.now, db_index=True)
+    processed_at = models.DateTimeField(null=True, blank=True)
+    # When a worker should next pick the event up; the sweeper re-enqueues
+    # unfinished events that are REQUEUE_AFTER past this.
+    due_at = models.DateTimeField(default=timezone.now)
+    last_error = models.TextField(blank=True)
+
+    objects = WebhookEventQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-received_at"]
+        indexes = [
+            models.Index(fields=["status", "due_at"], name="webhook_event_status_due"),
+        ]
+        verbose_name = "webhook event"
+
+    def __str__(self) -> str:
+        return f"{self.type} {self.id}"
+
+    @cached_property
+    def payload(self) -> dict[str, Any]:
+        """The whole event as a dict, parsed from `body`."""
+        value: dict[str, Any] = json.loads(self.body)
+        return value
+
+    @property
+    def data(self) -> dict[str, Any]:
+        """`{"object": {...}}`, plus `previous_attributes` when Stripe sent them."""
+        value: dict[str, Any] = self.payload.get("data", {})
+        return value
+
+    @property
+    def parts(self) -> list[str]:
+        """`"customer.subscription.created"` -> `["customer", "subscription", "created"]`."""
+        return self.type.split(".")
+
+    @property
+    def category(self) -> str:
+        """The first segment of the type: `"customer"`."""
+        return self.parts[0]
+
+    @property
+    def verb(self) -> str:
+        """The rest of the type: `"subscription.created"`."""
+        return ".".join(self.parts[1:])
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in self.FINISHED

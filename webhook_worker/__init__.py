@@ -1,0 +1,1 @@
+"""Process stored Stripe events in Celery workers: handlers, retries, the sweeper."""

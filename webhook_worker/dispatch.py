@@ -1,0 +1,257 @@
+"""One attempt at an event: claim it, run its handlers atomically, record the outcome.
+
+An attempt is three short transactions, all under a Postgres advisory lock
+on the event id held by this worker's database session:
+
+1. claim: lock the row; leave finished events alone; mark it `processing`,
+   count the attempt and insert its `WebhookAttempt` row. Committed, so the
+   admin shows what is running, and a worker killed from here on leaves a
+   trace.
+2. run: lock the row again and call every matching handler inside one
+   `transaction.atomic()`; mark the event `succeeded` in the same
+   transaction. Either all handler writes and the success commit, or none do.
+3. on failure: after the rollback, record the error, traceback and the
+   event's next state (`retrying` with a due time, or `failed`) in a
+   transaction of its own, so a rolled-back attempt stays visible.
+
+The advisory lock is what makes redelivery harmless. It belongs to the
+database session, so it outlives the transactions above and vanishes when
+the session does: a second copy of the message (a visibility-timeout
+redelivery, a duplicate, the sweeper) cannot start while the first copy is
+running, and an event found `processing` with the lock free was abandoned by
+a worker that died.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback as tb
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.db import DatabaseError, OperationalError, connection, transaction
+from django.utils import timezone
+
+from webhook_ingest.models import WebhookEvent
+
+from .models import WebhookAttempt
+from .retry import max_attempts, retry_delay
+from .webhooks import PermanentFailure, handlers_for
+
+logger = logging.getLogger(__name__)
+
+Status = WebhookEvent.Status
+Outcome = WebhookAttempt.Outcome
+
+# First key of the two-key advisory lock: keeps our locks apart from any the
+# project takes itself. (ASCII "WHK1".)
+LOCK_NAMESPACE = 0x57484B31
+# How long a second copy waits for the lock before concluding that a live
+# worker has the event. Long enough for Postgres to notice a killed worker's
+# session and release its lock, short enough not to tie a worker up.
+LOCK_WAIT_SECONDS = 3.0
+# A retry message may arrive a little before the due time it was scheduled
+# for (clocks of different workers); earlier than this, it is a stray copy.
+EARLY_SLACK = timedelta(seconds=5)
+
+MAX_ERROR_MESSAGE = 10_000
+MAX_TRACEBACK = 100_000
+
+WORKER_LOST_MESSAGE = (
+    "The worker running this attempt stopped before it finished "
+    "(killed, crashed, or lost its database connection)."
+)
+
+
+@dataclass(frozen=True)
+class AttemptResult:
+    """What happened, and whether the caller should schedule a retry."""
+
+    outcome: str  # succeeded | retry | failed | skipped | missing | busy
+    retry_in: float | None = None
+    error: BaseException | None = None
+    detail: str = ""
+
+
+class WorkerLost(Exception):
+    """The worker running an earlier attempt died; used as the error of a dead-lettered event."""
+
+
+def error_class_name(exc: BaseException) -> str:
+    cls = type(exc)
+    return cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+
+
+@contextmanager
+def event_lock(event_id: str, wait: float = LOCK_WAIT_SECONDS) -> Iterator[bool]:
+    """Hold the event's session-level advisory lock; yields False if a live session has it."""
+    key = [LOCK_NAMESPACE, event_id]
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_lock(%s::int4, hashtext(%s::text))", key)
+        acquired = bool(cursor.fetchone()[0])
+        if not acquired and wait > 0:
+            cursor.execute("SELECT set_config('lock_timeout', %s, false)", [f"{int(wait * 1000)}ms"])
+            try:
+                cursor.execute("SELECT pg_advisory_lock(%s::int4, hashtext(%s::text))", key)
+                acquired = True
+            except OperationalError:
+                acquired = False
+            finally:
+                cursor.execute("SELECT set_config('lock_timeout', '0', false)")
+    try:
+        yield acquired
+    finally:
+        if acquired:
+            try:
+                with connection.cursor() as cursor:
+                    cursor.execute("SELECT pg_advisory_unlock(%s::int4, hashtext(%s::text))", key)
+            except DatabaseError:
+                pass  # session gone, and the lock with it
+
+
+def process(event_id: str, trigger: str, worker: str = "", task_id: str = "") -> AttemptResult:
+    """Run one attempt at `event_id`. Safe to call any number of times, concurrently."""
+    with event_lock(event_id) as acquired:
+        if not acquired:
+            logger.info("event %s is being processed by another worker; leaving it", event_id)
+            return AttemptResult("busy", detail="another worker holds the event")
+        claimed = _claim(event_id, trigger, worker, task_id)
+        if isinstance(claimed, AttemptResult):
+            return claimed
+        event, attempt = claimed
+        return _run(event, attempt)
+
+
+def _claim(
+    event_id: str, trigger: str, worker: str, task_id: str
+) -> tuple[WebhookEvent, WebhookAttempt] | AttemptResult:
+    now = timezone.now()
+    with transaction.atomic():
+        # Losing this commit in a server crash only means the attempt runs
+        # again from the start, so it need not wait for the WAL flush.
+        with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL synchronous_commit TO OFF")
+        event = WebhookEvent.objects.select_for_update().filter(pk=event_id).first()
+        if event is None:
+            logger.warning("event %s not found (pruned, or never committed); dropping", event_id)
+            return AttemptResult("missing")
+        if event.status in WebhookEvent.FINISHED:
+            return AttemptResult("skipped", detail=f"already {event.status}")
+        if (
+            event.status == Status.RETRYING
+            and trigger != WebhookAttempt.Trigger.MANUAL
+            and event.due_at > now + EARLY_SLACK
+        ):
+            return AttemptResult("skipped", detail="retry not due yet")
+        if event.status == Status.PROCESSING:
+            # We hold the lock, so nobody is running it: that worker died.
+            WebhookAttempt.objects.filter(event_id=event_id, outcome=Outcome.RUNNING).update(
+                outcome=Outcome.LOST,
+                finished_at=now,
+                error_class=error_class_name(WorkerLost()),
+                error_message=WORKER_LOST_MESSAGE,
+            )
+            if event.attempts >= max_attempts():
+                event.status = Status.FAILED
+                event.last_error = f"WorkerLost: {WORKER_LOST_MESSAGE}"
+                event.save(update_fields=["status", "last_error"])
+                logger.error("event %s dead-lettered: its worker died on the last attempt", event_id)
+                return AttemptResult("failed", error=WorkerLost(WORKER_LOST_MESSAGE))
+        event.status = Status.PROCESSING
+        event.attempts += 1
+        event.due_at = now
+        event.save(update_fields=["status", "attempts", "due_at"])
+        attempt = WebhookAttempt.objects.create(
+            event=event,
+            number=event.attempts,
+            trigger=trigger,
+            started_at=now,
+            worker=worker[:255],
+            task_id=task_id[:255],
+        )
+    return event, attempt
+
+
+class _Superseded(Exception):
+    """Another attempt took the event over; commit nothing."""
+
+
+def _run(event: WebhookEvent, attempt: WebhookAttempt) -> AttemptResult:
+    handlers = handlers_for(event.type)
+    started = time.perf_counter()
+    try:
+        with transaction.atomic():
+            current = (
+                WebhookEvent.objects.select_for_update()
+                .filter(pk=event.pk)
+                .values_list("status", "attempts")
+                .first()
+            )
+            if current != (Status.PROCESSING, attempt.number):
+                raise _Superseded
+            for func in handlers:
+                func(event=event)
+            now = timezone.now()
+            WebhookEvent.objects.filter(pk=event.pk).update(
+                status=Status.SUCCEEDED, processed_at=now, last_error=""
+            )
+            WebhookAttempt.objects.filter(pk=attempt.pk).update(
+                outcome=Outcome.SUCCEEDED,
+                finished_at=now,
+                duration_ms=(time.perf_counter() - started) * 1000,
+            )
+    except _Superseded:
+        return AttemptResult("skipped", detail="superseded by a later attempt")
+    except Exception as exc:
+        return _record_failure(event, attempt, exc, started)
+    logger.info(
+        "event %s (%s) attempt %d succeeded: %d handler(s) in %.1f ms",
+        event.pk, event.type, attempt.number, len(handlers), (time.perf_counter() - started) * 1000,
+    )  # fmt: skip
+    return AttemptResult("succeeded")
+
+
+def _record_failure(
+    event: WebhookEvent, attempt: WebhookAttempt, exc: Exception, started: float
+) -> AttemptResult:
+    duration_ms = (time.perf_counter() - started) * 1000
+    if isinstance(exc, DatabaseError):
+        # The handlers' connection may be the casualty (killed, server
+        # restarted); record the failure on a fresh one.
+        connection.close_if_unusable_or_obsolete()
+    delay = None if isinstance(exc, PermanentFailure) else retry_delay(attempt.number)
+    now = timezone.now()
+    error_class = error_class_name(exc)
+    message = str(exc)[:MAX_ERROR_MESSAGE]
+    with transaction.atomic():
+        updated = WebhookEvent.objects.filter(
+            pk=event.pk, status=Status.PROCESSING, attempts=attempt.number
+        ).update(
+            status=Status.FAILED if delay is None else Status.RETRYING,
+            due_at=now if delay is None else now + timedelta(seconds=delay),
+            last_error=f"{error_class}: {message}"[:MAX_ERROR_MESSAGE],
+        )
+        WebhookAttempt.objects.filter(pk=attempt.pk).update(
+            outcome=Outcome.FAILED if delay is None else Outcome.RETRY,
+            finished_at=now,
+            duration_ms=duration_ms,
+            error_class=error_class[:255],
+            error_message=message,
+            traceback="".join(tb.format_exception(exc))[-MAX_TRACEBACK:],
+        )
+    if not updated:
+        return AttemptResult("skipped", detail="superseded by a later attempt")
+    if delay is None:
+        logger.error(
+            "event %s (%s) attempt %d failed for good (%s: %s); dead-lettered",
+            event.pk, event.type, attempt.number, error_class, message,
+        )  # fmt: skip
+        return AttemptResult("failed", error=exc)
+    logger.warning(
+        "event %s (%s) attempt %d failed (%s: %s); retrying in %.1fs",
+        event.pk, event.type, attempt.number, error_class, message, delay,
+    )  # fmt: skip
+    return AttemptResult("retry", retry_in=delay, error=exc)

@@ -1,0 +1,61 @@
+"""Publish "process this event" to the broker. The only entry point ingest uses.
+
+The broker is a wake-up call, not the record: when a publish fails the event
+is already in the database, so we mark it due for the sweeper and carry on.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from django.db import DatabaseError
+
+from webhook_ingest.models import SWEEP_NOW, WebhookEvent
+
+logger = logging.getLogger(__name__)
+
+# Publishing happens inside the webhook request: one quick retry for a
+# dropped pooled connection, then give up and let the sweeper publish later.
+PUBLISH_RETRY_POLICY = {
+    "max_retries": 1,
+    "interval_start": 0,
+    "interval_step": 0.1,
+    "interval_max": 0.1,
+}
+
+
+def enqueue_event(
+    event_id: str,
+    event_type: str,
+    trigger: str = "delivery",
+    countdown: float | None = None,
+) -> bool:
+    """Ask a worker to process the event; False (and logged) if the broker is unreachable."""
+    from .tasks import process_event
+
+    try:
+        process_event.apply_async(
+            args=(event_id,),
+            kwargs={"trigger": trigger, "event_type": event_type},
+            countdown=countdown,
+            retry=True,
+            retry_policy=PUBLISH_RETRY_POLICY,
+        )
+    except Exception as exc:  # any broker/transport failure: the row is safe
+        logger.warning(
+            "could not enqueue event %s (%s: %s); the sweeper will enqueue it",
+            event_id, type(exc).__name__, exc,
+        )  # fmt: skip
+        mark_for_sweep([event_id])
+        return False
+    return True
+
+
+def mark_for_sweep(event_ids: list[str]) -> None:
+    """Make the sweeper's next run pick these events up instead of waiting REQUEUE_AFTER."""
+    try:
+        WebhookEvent.objects.filter(pk__in=event_ids, status__in=WebhookEvent.UNFINISHED).update(
+            due_at=SWEEP_NOW
+        )
+    except DatabaseError:
+        logger.exception("could not mark events for the sweeper: %s", event_ids[:10])

@@ -1,0 +1,74 @@
+"""Celery tasks: process one event, and sweep for events the broker lost.
+
+Messages carry the event id (plus its type, for monitoring, and what
+triggered them), never the event itself: the database row is the truth.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from celery import Task, shared_task
+from django.db import DatabaseError
+
+from . import dispatch, sweeper
+from .models import WebhookAttempt
+from .retry import retry_delay
+
+logger = logging.getLogger(__name__)
+
+# Database unreachable: retry the message this many times (at the first
+# RETRY_SCHEDULE delay), then leave the event to the sweeper.
+MAX_INFRASTRUCTURE_RETRIES = 30
+
+
+class EventTask(Task):  # type: ignore[misc]
+    """Shows the Stripe event type as the task name in Flower and worker logs."""
+
+    def shadow_name(self, args: Any, kwargs: Any, options: Any) -> str | None:
+        event_type = (kwargs or {}).get("event_type")
+        return f"process_event[{event_type}]" if event_type else None
+
+
+@shared_task(
+    bind=True,
+    base=EventTask,
+    name="webhook_worker.process_event",
+    # At-least-once: ack only after the attempt finished, requeue if the
+    # worker process dies mid-attempt. dispatch makes the repeats harmless.
+    acks_late=True,
+    reject_on_worker_lost=True,
+    ignore_result=True,
+    max_retries=None,  # RETRY_SCHEDULE decides, in dispatch
+)
+def process_event(
+    self: Task, event_id: str, trigger: str = "delivery", event_type: str = ""
+) -> str:
+    """Run the handlers registered for the stored event `event_id`."""
+    retry_kwargs = {"trigger": WebhookAttempt.Trigger.RETRY, "event_type": event_type}
+    try:
+        result = dispatch.process(
+            event_id,
+            trigger=trigger,
+            worker=f"{self.request.hostname or 'local'} pid {os.getpid()}",
+            task_id=self.request.id or "",
+        )
+    except DatabaseError as exc:
+        if self.request.retries >= MAX_INFRASTRUCTURE_RETRIES:
+            raise
+        logger.warning("database error processing %s (%s); retrying", event_id, exc)
+        raise self.retry(countdown=retry_delay(1) or 10, exc=exc, kwargs=retry_kwargs) from exc
+    if result.outcome == "retry":
+        raise self.retry(countdown=result.retry_in, exc=result.error, kwargs=retry_kwargs)
+    if result.outcome == "failed" and result.error is not None:
+        # Dead-lettered: show it as FAILURE in Flower too. Already recorded.
+        raise result.error
+    return result.outcome
+
+
+@shared_task(name="webhook_worker.requeue_stale", ignore_result=True)
+def requeue_stale() -> int:
+    """Re-enqueue events the broker lost (run every minute by beat)."""
+    return sweeper.requeue_stale()
