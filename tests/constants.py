@@ -1,0 +1,6 @@
+"""Signing secrets of the test endpoints (tests/settings.py)."""
+
+SECRET = "whsec_test_current_0123456789abcdef"
+OLD_SECRET = "whsec_test_previous_fedcba9876543210"
+CONNECT_SECRET = "whsec_test_connect_00112233445566"
+OTHER_SECRET = "whsec_someone_elses_secret_999999"

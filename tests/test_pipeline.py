@@ -1,0 +1,34 @@
+"""End to end: signed POST -> stored row -> real worker process -> handlers -> succeeded."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.testapp.models import SideEffect
+from webhook_ingest.models import WebhookEvent
+from webhook_worker.models import WebhookAttempt
+
+from .helpers import handler_calls, make_event, post_signed, timed, wait_for_status
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_valid_event_is_acknowledged_stored_and_processed_once(client, worker, handler_log: Path):
+    event = make_event("customer.created")
+
+    response, elapsed_ms = timed(lambda: post_signed(client, event))
+
+    assert response.status_code == 200
+    assert response.json() == {"received": True, "id": event["id"], "duplicate": False}
+    stored = WebhookEvent.objects.get(pk=event["id"])
+    assert stored.type == "customer.created"
+    processed = wait_for_status(event["id"], "succeeded")
+    assert processed.attempts == 1
+    assert processed.processed_at is not None
+    assert SideEffect.objects.filter(event_id=event["id"], handler="all").count() == 1
+    assert [name for _, name, _ in handler_calls(handler_log, event["id"])].count("all") == 1
+    attempt = WebhookAttempt.objects.get(event_id=event["id"])
+    assert attempt.outcome == "succeeded" and attempt.trigger == "delivery"
+    print(f"\ningest response in {elapsed_ms:.1f} ms")

@@ -1,0 +1,170 @@
+"""The handler registry: matching, call order, validation, discovery."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from webhook_worker import webhooks
+from webhook_worker.webhooks import registry
+
+
+@pytest.fixture
+def empty_registry() -> Iterator[None]:
+    saved = registry.snapshot()
+    registry.clear()
+    yield
+    registry.restore(saved)
+
+
+def names(event_type: str) -> list[str]:
+    return [f.__name__ for f in webhooks.handlers_for(event_type)]
+
+
+@pytest.mark.usefixtures("empty_registry")
+class TestMatching:
+    def test_prefix_matches_every_type_below_it_at_any_depth(self):
+        @webhooks.handler("customer")
+        def on_customer(event, **kwargs): ...
+
+        assert names("customer.created") == ["on_customer"]
+        assert names("customer.subscription.trial_will_end") == ["on_customer"]
+        assert names("customer") == ["on_customer"]
+
+    def test_partial_segment_matches_nothing(self):
+        @webhooks.handler("cust")
+        def on_cust(event, **kwargs): ...
+
+        @webhooks.handler("customer.sub")
+        def on_sub(event, **kwargs): ...
+
+        assert names("customer.created") == []
+        assert names("customer.subscription.created") == []
+
+    def test_exact_type_does_not_match_siblings_or_parents(self):
+        @webhooks.handler("invoice.paid")
+        def on_paid(event, **kwargs): ...
+
+        assert names("invoice.paid") == ["on_paid"]
+        assert names("invoice.payment_failed") == []
+        assert names("invoice") == []
+
+    def test_several_types_at_once(self):
+        @webhooks.handler("plan", "product")
+        def catalog(event, **kwargs): ...
+
+        assert names("plan.created") == ["catalog"]
+        assert names("product.updated") == ["catalog"]
+        assert names("price.created") == []
+
+    def test_handler_all_runs_for_every_event_bare_or_called(self):
+        @webhooks.handler_all
+        def bare(event, **kwargs): ...
+
+        @webhooks.handler_all()
+        def called(event, **kwargs): ...
+
+        assert names("anything.at.all") == ["bare", "called"]
+        assert names("charge.dispute.created") == ["bare", "called"]
+
+    def test_call_order_all_first_then_shortest_prefix_then_registration_order(self):
+        @webhooks.handler("customer.subscription.created")
+        def exact(event, **kwargs): ...
+
+        @webhooks.handler("customer.subscription")
+        def middle(event, **kwargs): ...
+
+        @webhooks.handler("customer")
+        def first_short(event, **kwargs): ...
+
+        @webhooks.handler_all
+        def everything(event, **kwargs): ...
+
+        @webhooks.handler("customer")
+        def second_short(event, **kwargs): ...
+
+        assert names("customer.subscription.created") == [
+            "everything",
+            "first_short",
+            "second_short",
+            "middle",
+            "exact",
+        ]
+
+    def test_function_registered_for_several_matching_types_runs_once(self):
+        @webhooks.handler_all
+        @webhooks.handler("customer", "customer.created")
+        @webhooks.handler("customer.created")
+        def once(event, **kwargs): ...
+
+        assert names("customer.created") == ["once"]
+
+    def test_decorator_returns_the_function_unchanged(self):
+        def f(event, **kwargs):
+            return "called"
+
+        assert webhooks.handler("invoice")(f) is f
+        assert webhooks.handler_all(f) is f
+
+    def test_registration_after_a_lookup_is_seen(self):
+        assert names("invoice.paid") == []
+
+        @webhooks.handler("invoice")
+        def late(event, **kwargs): ...
+
+        assert names("invoice.paid") == ["late"]
+
+
+@pytest.mark.usefixtures("empty_registry")
+class TestValidation:
+    def test_bare_handler_decorator_fails_loudly(self):
+        with pytest.raises(TypeError, match="needs event types"):
+
+            @webhooks.handler  # type: ignore[arg-type]
+            def oops(event, **kwargs): ...
+
+    def test_no_types(self):
+        with pytest.raises(TypeError, match="at least one event type"):
+            webhooks.handler()
+
+    @pytest.mark.parametrize("bad", ["", "Customer", "customer.", ".created", "customer..x",
+                                     "customer created", "invoice.*", "charge/x"])
+    def test_malformed_types(self, bad):
+        with pytest.raises(ValueError, match="not a Stripe event type"):
+            webhooks.handler(bad)
+
+    @pytest.mark.parametrize("wildcard", ["*", "all"])
+    def test_wildcards_point_to_handler_all(self, wildcard):
+        with pytest.raises(ValueError, match="handler_all"):
+            webhooks.handler(wildcard)
+
+    def test_non_string_type(self):
+        with pytest.raises(TypeError, match="strings"):
+            webhooks.handler("invoice", 3)  # type: ignore[arg-type]
+
+    def test_decorating_a_non_function(self):
+        with pytest.raises(TypeError, match="decorates functions"):
+            webhooks.handler("invoice")("not a function")  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="decorates functions"):
+            webhooks.handler_all("not a function")  # type: ignore[arg-type]
+
+    def test_failed_registration_registers_nothing(self):
+        with pytest.raises(ValueError):
+            webhooks.handler("invoice", "BAD")
+        assert registry.registered_types() == []
+
+
+def test_every_installed_apps_webhooks_module_is_discovered():
+    """Autodiscovery at startup found the demo app's and the test app's handlers."""
+    from demo.webhooks import log_event
+    from tests.testapp.webhooks import customer_prefix, record_every_event
+
+    found = webhooks.handlers_for("customer.created")
+    assert log_event in found
+    assert record_every_event in found
+    assert customer_prefix in found
+
+
+def test_permanent_failure_is_an_exception_handlers_can_raise():
+    assert issubclass(webhooks.PermanentFailure, Exception)
