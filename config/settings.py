@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
@@ -133,6 +134,7 @@ X_FRAME_OPTIONS = "DENY"
 
 # --- Stripe webhooks -------------------------------------------------------
 
+
 def _endpoints() -> dict[str, dict[str, object]]:
     endpoints: dict[str, dict[str, object]] = {
         "default": {"SECRETS": env_list("STRIPE_WEBHOOK_SECRET")}
@@ -144,7 +146,7 @@ def _endpoints() -> dict[str, dict[str, object]]:
     return endpoints
 
 
-STRIPE_WEBHOOKS = {
+STRIPE_WEBHOOKS: dict[str, Any] = {
     "ENDPOINTS": _endpoints(),
 }
 STRIPE_API_KEY = os.environ.get("STRIPE_API_KEY", "")

@@ -234,8 +234,10 @@ class EmbeddedPostgres(_Server):
             result = subprocess.run(
                 [
                     str(bindir / "initdb"),
-                    "-D", str(self.pgdata),
-                    "-U", "postgres",
+                    "-D",
+                    str(self.pgdata),
+                    "-U",
+                    "postgres",
                     "--auth=trust",
                     "--encoding=UTF8",
                     "--locale=C",
@@ -268,7 +270,9 @@ class EmbeddedPostgres(_Server):
         )
         log.close()
         try:
-            wait_until(lambda: self.ready() or not self.running, 30, "postgres to accept connections")
+            wait_until(
+                lambda: self.ready() or not self.running, 30, "postgres to accept connections"
+            )
         except ServiceError:
             self.kill()
             raise

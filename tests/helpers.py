@@ -18,7 +18,9 @@ from .stack import wait_until
 __all__ = ["post_signed", "make_event", "wait_for_status", "handler_calls", "wait_until"]
 
 
-def make_event(event_type: str = "customer.created", behavior: str | None = None, **kwargs: Any) -> dict[str, Any]:
+def make_event(
+    event_type: str = "customer.created", behavior: str | None = None, **kwargs: Any
+) -> dict[str, Any]:
     """A realistic event; `behavior` steers tests/testapp/webhooks.py."""
     metadata = dict(kwargs.pop("metadata", {}) or {})
     if behavior:
@@ -61,7 +63,11 @@ def wait_for_status(
 
     def describe() -> str:
         event = WebhookEvent.objects.filter(pk=event_id).first()
-        state = "missing" if event is None else f"{event.status}, attempts={event.attempts}, error={event.last_error!r}"
+        state = (
+            "missing"
+            if event is None
+            else f"{event.status}, attempts={event.attempts}, error={event.last_error!r}"
+        )
         return f"event {event_id} to be {sorted(wanted)} (is {state})"
 
     result: WebhookEvent = wait_until(check, timeout=timeout, interval=0.05, message=describe)

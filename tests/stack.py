@@ -200,7 +200,9 @@ def gunicorn(
     return proc
 
 
-def manage(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def manage(
+    env: dict[str, str], *args: str, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
     """Run `manage.py` in a subprocess with the suite's settings."""
     return subprocess.run(
         [python(), str(ROOT / "manage.py"), *args],

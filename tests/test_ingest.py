@@ -138,7 +138,9 @@ def test_missing_or_malformed_signature(client, signature, code):
 
 
 def test_wrong_secret(client):
-    assert_rejected(post_signed(client, make_event(), secret=OTHER_SECRET), 400, "invalid_signature")
+    assert_rejected(
+        post_signed(client, make_event(), secret=OTHER_SECRET), 400, "invalid_signature"
+    )
 
 
 def test_tampered_body(client):
@@ -231,7 +233,9 @@ def test_oversized_body_is_refused_before_reading(client):
     assert_rejected(response, 413, "body_too_large")
 
 
-@override_settings(STRIPE_WEBHOOKS={"MAX_BODY_BYTES": 10_000, "ENDPOINTS": {"default": {"SECRETS": [SECRET]}}})
+@override_settings(
+    STRIPE_WEBHOOKS={"MAX_BODY_BYTES": 10_000, "ENDPOINTS": {"default": {"SECRETS": [SECRET]}}}
+)
 def test_size_limit_follows_the_setting(client):
     small = make_event("customer.created")
     assert len(encode_event(small)) < 10_000
@@ -256,7 +260,8 @@ def test_unknown_endpoint(client, name):
 
 
 @pytest.mark.parametrize(
-    "content_type", ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"]
+    "content_type",
+    ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"],
 )
 def test_wrong_content_type(client, content_type):
     response = post_signed(client, make_event(), content_type=content_type)

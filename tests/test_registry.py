@@ -128,8 +128,19 @@ class TestValidation:
         with pytest.raises(TypeError, match="at least one event type"):
             webhooks.handler()
 
-    @pytest.mark.parametrize("bad", ["", "Customer", "customer.", ".created", "customer..x",
-                                     "customer created", "invoice.*", "charge/x"])
+    @pytest.mark.parametrize(
+        "bad",
+        [
+            "",
+            "Customer",
+            "customer.",
+            ".created",
+            "customer..x",
+            "customer created",
+            "invoice.*",
+            "charge/x",
+        ],
+    )
     def test_malformed_types(self, bad):
         with pytest.raises(ValueError, match="not a Stripe event type"):
             webhooks.handler(bad)

@@ -26,7 +26,9 @@ pytestmark = pytest.mark.django_db(transaction=True)
 @pytest.fixture(scope="module")
 def threaded_web(stack_env, log_dir):
     """gunicorn with enough threads that 20 requests really run at once."""
-    proc = stack.gunicorn(stack_env, log_dir, workers=2, extra=["--threads=10", "--worker-class=gthread"])
+    proc = stack.gunicorn(
+        stack_env, log_dir, workers=2, extra=["--threads=10", "--worker-class=gthread"]
+    )
     yield proc
     proc.stop()
 
@@ -42,7 +44,9 @@ def test_same_event_delivered_20_times_concurrently(threaded_web, worker, handle
         session = requests.Session()
         barrier.wait()
         return session.post(
-            url, data=body.encode(), headers={"Stripe-Signature": header, "Content-Type": "application/json"}
+            url,
+            data=body.encode(),
+            headers={"Stripe-Signature": header, "Content-Type": "application/json"},
         )
 
     with ThreadPoolExecutor(max_workers=20) as pool:
@@ -84,7 +88,9 @@ def own_broker(stack_env, log_dir, tmp_path):
     redis.stop()
 
 
-def test_broker_down_at_ingest_events_are_stored_then_swept_when_it_returns(own_broker, handler_log):
+def test_broker_down_at_ingest_events_are_stored_then_swept_when_it_returns(
+    own_broker, handler_log
+):
     redis, web = own_broker
     url = f"{web.url}/webhooks/stripe/"
     redis.stop()
@@ -104,9 +110,9 @@ def test_broker_down_at_ingest_events_are_stored_then_swept_when_it_returns(own_
         wait_for_status(event["id"], "succeeded", timeout=60)
     for event in events:
         assert [n for _, n, _ in handler_calls(handler_log, event["id"])].count("all") == 1
-        assert list(WebhookAttempt.objects.filter(event_id=event["id"]).values_list("trigger", flat=True)) == [
-            "sweeper"
-        ]
+        assert list(
+            WebhookAttempt.objects.filter(event_id=event["id"]).values_list("trigger", flat=True)
+        ) == ["sweeper"]
 
 
 def test_database_unreachable_at_ingest_answers_503_and_stores_nothing(stack_env, log_dir):

@@ -134,7 +134,10 @@ text = st.text(st.characters(blacklist_categories=["Cs"]), max_size=300)
 
 
 @settings(max_examples=200, deadline=None)
-@given(body=text, secret=st.text(st.characters(min_codepoint=33, max_codepoint=126), min_size=1, max_size=40))
+@given(
+    body=text,
+    secret=st.text(st.characters(min_codepoint=33, max_codepoint=126), min_size=1, max_size=40),
+)
 def test_property_signed_bodies_verify(body, secret):
     endpoint = Endpoint(name="p", secrets=(secret,), tolerance=300)
     verify_signature(body, sign_body(body, secret), endpoint)

@@ -59,7 +59,9 @@ def test_failed_attempt_rolls_back_its_writes_is_logged_and_retried(client, hand
     assert done.attempts == 2
     assert done.last_error == ""
     # Attempt 1 wrote rows before raising; only attempt 2's survived.
-    assert sorted(SideEffect.objects.filter(event_id=event["id"]).values_list("attempt", "handler")) == [
+    assert sorted(
+        SideEffect.objects.filter(event_id=event["id"]).values_list("attempt", "handler")
+    ) == [
         (2, "all"),
         (2, "exact"),
     ]
@@ -85,7 +87,9 @@ def test_always_failing_handler_is_dead_lettered_after_the_schedule(client):
     assert failed.last_error == "ValueError: this handler always fails"
     assert outcomes(event["id"]) == ["retry", "retry", "retry", "failed"]
     assert list(
-        WebhookAttempt.objects.filter(event_id=event["id"]).order_by("number").values_list("trigger", flat=True)
+        WebhookAttempt.objects.filter(event_id=event["id"])
+        .order_by("number")
+        .values_list("trigger", flat=True)
     ) == ["delivery", "retry", "retry", "retry"]
     assert not SideEffect.objects.filter(event_id=event["id"]).exists()
 
@@ -106,7 +110,11 @@ def test_on_commit_in_a_handler_fires_only_when_the_event_commits(client, handle
     event = make_event("customer.created", behavior="on_commit")
     post_signed(client, event)
     wait_for_status(event["id"], "succeeded")
-    committed = [(name, attempt) for _, name, attempt in handler_calls(handler_log, event["id"]) if name == "on_commit"]
+    committed = [
+        (name, attempt)
+        for _, name, attempt in handler_calls(handler_log, event["id"])
+        if name == "on_commit"
+    ]
     # Attempt 1 registered a callback too, then failed: it never ran.
     assert committed == [("on_commit", 2)]
 
@@ -144,4 +152,4 @@ def test_event_type_is_the_task_name_in_worker_logs_and_flower(client, worker):
     event = make_event("checkout.session.completed")
     post_signed(client, event)
     wait_for_status(event["id"], "succeeded")
-    assert f"process_event[checkout.session.completed][" in worker.log()
+    assert "process_event[checkout.session.completed][" in worker.log()

@@ -49,7 +49,10 @@ class Endpoint:
     tolerance: int
 
     def __repr__(self) -> str:  # never print secrets, even in debug pages
-        return f"Endpoint(name={self.name!r}, secrets=<{len(self.secrets)}>, tolerance={self.tolerance})"
+        return (
+            f"Endpoint(name={self.name!r}, secrets=<{len(self.secrets)} hidden>, "
+            f"tolerance={self.tolerance})"
+        )
 
 
 def _fail(message: str) -> WebhookConfigurationError:
@@ -78,7 +81,7 @@ def _endpoints(raw: Any) -> dict[str, Endpoint]:
             raise _fail(f'ENDPOINTS["{name}"] has unknown keys {sorted(unknown)}.')
         secrets = conf.get("SECRETS", [])
         if isinstance(secrets, str):
-            secrets = [s for s in secrets.split(",")]
+            secrets = secrets.split(",")
         if not isinstance(secrets, list | tuple) or not all(isinstance(s, str) for s in secrets):
             raise _fail(f'ENDPOINTS["{name}"]["SECRETS"] must be a list of strings.')
         tolerance = _number(

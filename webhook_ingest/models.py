@@ -25,7 +25,7 @@ class WebhookEventQuerySet(models.QuerySet["WebhookEvent"]):
         exactly one of them creates the row.
         """
         now = timezone.now()
-        values = {
+        values: dict[str, Any] = {
             "id": parsed.id,
             "type": parsed.type,
             "livemode": parsed.livemode,
@@ -58,9 +58,9 @@ def _insert_sql(fields: list[str]) -> str:
     if key not in _INSERT_SQL:
         meta = WebhookEvent._meta
         qn = connection.ops.quote_name
-        columns = ", ".join(qn(meta.get_field(f).column) for f in fields)
+        columns = ", ".join(qn(meta.get_field(f).column) for f in fields)  # type: ignore[union-attr,arg-type]
         placeholders = ", ".join(["%s"] * len(fields))
-        pk = qn(meta.pk.column)  # type: ignore[union-attr]
+        pk = qn(meta.pk.column)  # type: ignore[arg-type]
         _INSERT_SQL[key] = (
             f"INSERT INTO {qn(meta.db_table)} ({columns}) VALUES ({placeholders}) "
             f"ON CONFLICT ({pk}) DO NOTHING RETURNING {pk}"
@@ -88,14 +88,13 @@ class WebhookEvent(models.Model):
     id = models.CharField("Stripe event id", max_length=255, primary_key=True)
     type = models.CharField(max_length=255, db_index=True)
     livemode = models.BooleanField()
-    api_version = models.CharField(max_length=64, null=True, blank=True)
-    account = models.CharField(
+    # None, not "", is what Stripe sends and what handlers test for.
+    api_version = models.CharField(max_length=64, null=True, blank=True)  # noqa: DJ001
+    account = models.CharField(  # noqa: DJ001
         "Connect account", max_length=255, null=True, blank=True, db_index=True
     )
     created = models.DateTimeField("created at Stripe", db_index=True)
-    object_id = models.CharField(
-        "data.object id", max_length=255, blank=True, db_index=True
-    )
+    object_id = models.CharField("data.object id", max_length=255, blank=True, db_index=True)
     endpoint = models.CharField(max_length=64)
     body = models.TextField(help_text="The request body exactly as received.")
 

@@ -41,7 +41,9 @@ def signed_timestamp(header: str) -> int:
         elif key == "v1":
             has_v1 = True
     if len(timestamps) != 1 or not timestamps[0].isascii() or not timestamps[0].isdigit():
-        raise SignatureMalformed("The Stripe-Signature header must carry exactly one t=<unix time>.")
+        raise SignatureMalformed(
+            "The Stripe-Signature header must carry exactly one t=<unix time>."
+        )
     if not has_v1:
         raise SignatureMalformed("The Stripe-Signature header carries no v1 signature.")
     return int(timestamps[0])

@@ -82,9 +82,7 @@ def _accept(request: HttpRequest, endpoint_name: str) -> tuple[str, str, bool, b
         created = WebhookEvent.objects.record(parsed, body, endpoint.name)
         if created:
             return parsed.id, parsed.type, False, True
-        status = (
-            WebhookEvent.objects.filter(pk=parsed.id).values_list("status", flat=True).first()
-        )
+        status = WebhookEvent.objects.filter(pk=parsed.id).values_list("status", flat=True).first()
     except DatabaseError:
         logger.exception("could not store event %s from endpoint %s", parsed.id, endpoint.name)
         raise StorageUnavailable() from None

@@ -82,18 +82,22 @@ class WorkerLost(Exception):
 
 def error_class_name(exc: BaseException) -> str:
     cls = type(exc)
-    return cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+    return (
+        cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+    )
 
 
 @contextmanager
 def event_lock(event_id: str, wait: float = LOCK_WAIT_SECONDS) -> Iterator[bool]:
     """Hold the event's session-level advisory lock; yields False if a live session has it."""
-    key = [LOCK_NAMESPACE, event_id]
+    key: list[int | str] = [LOCK_NAMESPACE, event_id]
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_try_advisory_lock(%s::int4, hashtext(%s::text))", key)
         acquired = bool(cursor.fetchone()[0])
         if not acquired and wait > 0:
-            cursor.execute("SELECT set_config('lock_timeout', %s, false)", [f"{int(wait * 1000)}ms"])
+            cursor.execute(
+                "SELECT set_config('lock_timeout', %s, false)", [f"{int(wait * 1000)}ms"]
+            )
             try:
                 cursor.execute("SELECT pg_advisory_lock(%s::int4, hashtext(%s::text))", key)
                 acquired = True
@@ -158,7 +162,9 @@ def _claim(
                 event.status = Status.FAILED
                 event.last_error = f"WorkerLost: {WORKER_LOST_MESSAGE}"
                 event.save(update_fields=["status", "last_error"])
-                logger.error("event %s dead-lettered: its worker died on the last attempt", event_id)
+                logger.error(
+                    "event %s dead-lettered: its worker died on the last attempt", event_id
+                )
                 return AttemptResult("failed", error=WorkerLost(WORKER_LOST_MESSAGE))
         event.status = Status.PROCESSING
         event.attempts += 1

@@ -7,6 +7,7 @@ is already in the database, so we mark it due for the sweeper and carry on.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from django.db import DatabaseError
 
@@ -34,12 +35,11 @@ def enqueue_event(
     from .tasks import process_event
 
     try:
+        options: dict[str, Any] = {"retry": True, "retry_policy": PUBLISH_RETRY_POLICY}
+        if countdown is not None:
+            options["countdown"] = countdown
         process_event.apply_async(
-            args=(event_id,),
-            kwargs={"trigger": trigger, "event_type": event_type},
-            countdown=countdown,
-            retry=True,
-            retry_policy=PUBLISH_RETRY_POLICY,
+            args=(event_id,), kwargs={"trigger": trigger, "event_type": event_type}, **options
         )
     except Exception as exc:  # any broker/transport failure: the row is safe
         logger.warning(

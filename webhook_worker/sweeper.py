@@ -27,6 +27,7 @@ logger = logging.getLogger(__name__)
 
 BATCH_SIZE = 500
 
+
 # A `processing` event whose advisory lock is held has a live worker (a slow
 # handler), not a lost one: leave it alone.
 def _not_running_sql() -> str:
@@ -42,9 +43,9 @@ def stale_events(now: datetime | None = None) -> QuerySet[WebhookEvent]:
     """Unfinished events more than REQUEUE_AFTER past due, without a live worker."""
     now = now or timezone.now()
     cutoff = now - timedelta(seconds=webhook_settings.REQUEUE_AFTER)
-    return WebhookEvent.objects.filter(
-        status__in=WebhookEvent.UNFINISHED, due_at__lt=cutoff
-    ).extra(where=[_not_running_sql()])
+    return WebhookEvent.objects.filter(status__in=WebhookEvent.UNFINISHED, due_at__lt=cutoff).extra(
+        where=[_not_running_sql()]
+    )
 
 
 def requeue_stale(now: datetime | None = None, batch_size: int = BATCH_SIZE) -> int:

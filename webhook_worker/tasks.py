@@ -24,10 +24,10 @@ logger = logging.getLogger(__name__)
 MAX_INFRASTRUCTURE_RETRIES = 30
 
 
-class EventTask(Task):  # type: ignore[misc]
+class EventTask(Task):
     """Shows the Stripe event type as the task name in Flower and worker logs."""
 
-    def shadow_name(self, args: Any, kwargs: Any, options: Any) -> str | None:
+    def shadow_name(self, args: Any, kwargs: Any, options: Any) -> str | None:  # type: ignore[override]
         event_type = (kwargs or {}).get("event_type")
         return f"process_event[{event_type}]" if event_type else None
 
@@ -61,7 +61,8 @@ def process_event(
         logger.warning("database error processing %s (%s); retrying", event_id, exc)
         raise self.retry(countdown=retry_delay(1) or 10, exc=exc, kwargs=retry_kwargs) from exc
     if result.outcome == "retry":
-        raise self.retry(countdown=result.retry_in, exc=result.error, kwargs=retry_kwargs)
+        error = result.error if isinstance(result.error, Exception) else None
+        raise self.retry(countdown=result.retry_in, exc=error, kwargs=retry_kwargs)
     if result.outcome == "failed" and result.error is not None:
         # Dead-lettered: show it as FAILURE in Flower too. Already recorded.
         raise result.error

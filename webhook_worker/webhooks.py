@@ -109,11 +109,11 @@ registry = HandlerRegistry()
 def _validate_types(event_types: tuple[Any, ...]) -> tuple[str, ...]:
     if len(event_types) == 1 and callable(event_types[0]):
         raise TypeError(
-            "webhooks.handler needs event types: write @webhooks.handler(\"customer.created\"), "
+            'webhooks.handler needs event types: write @webhooks.handler("customer.created"), '
             "or @webhooks.handler_all for every event."
         )
     if not event_types:
-        raise TypeError("webhooks.handler() needs at least one event type, e.g. \"invoice.paid\".")
+        raise TypeError('webhooks.handler() needs at least one event type, e.g. "invoice.paid".')
     for event_type in event_types:
         if not isinstance(event_type, str):
             raise TypeError(f"event types are strings, got {event_type!r}.")
@@ -122,7 +122,7 @@ def _validate_types(event_types: tuple[Any, ...]) -> tuple[str, ...]:
         if not _TYPE_RE.fullmatch(event_type):
             raise ValueError(
                 f"{event_type!r} is not a Stripe event type or prefix: use lowercase dotted "
-                "segments such as \"invoice\" or \"customer.subscription.updated\"."
+                'segments such as "invoice" or "customer.subscription.updated".'
             )
     return tuple(event_types)
 

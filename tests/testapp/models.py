@@ -8,3 +8,6 @@ class SideEffect(models.Model):
     handler = models.CharField(max_length=64)
     attempt = models.PositiveIntegerField()
     created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"{self.handler} for {self.event_id} (attempt {self.attempt})"

@@ -1,0 +1,155 @@
+"""The STRIPE_WEBHOOKS accessor, the retry policy, and the system checks."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+
+import pytest
+from django.core.management import call_command
+from django.test.utils import override_settings
+from hypothesis import given
+from hypothesis import strategies as st
+
+from config import celery_app
+from webhook_ingest.checks import check_settings
+from webhook_ingest.conf import DEFAULTS, webhook_settings
+from webhook_ingest.exceptions import WebhookConfigurationError
+from webhook_worker.checks import check_celery
+from webhook_worker.retry import longest_delay, max_attempts, retry_delay
+
+
+def ids(messages) -> list[str]:
+    return [m.id for m in messages]
+
+
+def test_defaults_apply_when_the_setting_is_absent(settings):
+    del settings.STRIPE_WEBHOOKS
+    webhook_settings.reload()  # deleting a setting sends no setting_changed
+    try:
+        assert webhook_settings.RETRY_SCHEDULE == tuple(DEFAULTS["RETRY_SCHEDULE"])
+        assert webhook_settings.REQUEUE_AFTER == 300
+        assert webhook_settings.MAX_BODY_BYTES == 2_097_152
+        assert webhook_settings.endpoint("default").tolerance == 300
+        assert max_attempts() == 8
+    finally:
+        settings.STRIPE_WEBHOOKS = {}
+        del settings.STRIPE_WEBHOOKS
+
+
+@pytest.fixture(autouse=True)
+def fresh_settings_cache() -> Iterator[None]:
+    webhook_settings.reload()
+    yield
+    webhook_settings.reload()
+
+
+def test_override_settings_is_seen_immediately():
+    assert max_attempts() == 4
+    with override_settings(STRIPE_WEBHOOKS={"RETRY_SCHEDULE": [1, 2]}):
+        assert max_attempts() == 3
+    assert max_attempts() == 4
+
+
+def test_secrets_may_be_a_comma_separated_string():
+    with override_settings(STRIPE_WEBHOOKS={"ENDPOINTS": {"default": {"SECRETS": "whsec_a, whsec_b,"}}}):
+        assert webhook_settings.endpoint("default").secrets == ("whsec_a", "whsec_b")
+
+
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        ({"RETRY_SCHEDULE": "10,60"}, "RETRY_SCHEDULE"),
+        ({"RETRY_SCHEDULE": [10, -1]}, "RETRY_SCHEDULE"),
+        ({"RETRY_JITTER": 1.5}, "RETRY_JITTER"),
+        ({"ENDPOINTS": {"default": {"SECRET": ["whsec_typo"]}}}, "unknown keys"),
+        ({"ENDPOINTS": {"a/b": {"SECRETS": []}}}, "endpoint names"),
+        ({"ENDPOINTS": {"default": {"SECRETS": ["x"], "TOLERANCE": 0}}}, "TOLERANCE"),
+        ({"RETRY_SCHEDUL": [1]}, "unknown keys"),
+    ],
+)
+def test_malformed_settings_name_the_setting(value, message):
+    with override_settings(STRIPE_WEBHOOKS=value):
+        with pytest.raises(WebhookConfigurationError, match=message) as info:
+            for key in DEFAULTS:
+                getattr(webhook_settings, key)
+        assert "STRIPE_WEBHOOKS" in str(info.value)
+        assert ids(check_settings()) == ["webhook_ingest.E002"]
+
+
+def test_missing_secret_is_an_error_outside_debug():
+    conf = {"ENDPOINTS": {"default": {"SECRETS": []}, "ok": {"SECRETS": ["whsec_x"]}}}
+    with override_settings(STRIPE_WEBHOOKS=conf, DEBUG=False):
+        messages = check_settings()
+    assert ids(messages) == ["webhook_ingest.E001"]
+    assert "'default'" in messages[0].msg
+    assert "STRIPE_WEBHOOK_SECRET" in messages[0].hint
+
+
+def test_missing_secret_is_a_warning_in_debug():
+    with override_settings(STRIPE_WEBHOOKS={"ENDPOINTS": {"default": {"SECRETS": []}}}, DEBUG=True):
+        assert ids(check_settings()) == ["webhook_ingest.W001"]
+
+
+@pytest.fixture
+def transport_options() -> Iterator[dict]:
+    saved = celery_app.conf.broker_transport_options
+    yield saved
+    celery_app.conf.broker_transport_options = saved
+
+
+def test_retry_delay_longer_than_visibility_timeout_is_an_error(transport_options):
+    celery_app.conf.broker_transport_options = {"visibility_timeout": 3600}
+    with override_settings(STRIPE_WEBHOOKS={"RETRY_SCHEDULE": [10, 3600], "RETRY_JITTER": 0.2}):
+        messages = check_celery()
+    assert ids(messages) == ["webhook_worker.E001"]
+    assert "4320s" in messages[0].msg and "3600s" in messages[0].msg
+
+
+def test_default_schedule_against_kombus_default_timeout_is_caught(transport_options):
+    """The 3 a.m. bug: the default schedule's 1 h delays against Redis' default 1 h timeout."""
+    celery_app.conf.broker_transport_options = {}
+    with override_settings(STRIPE_WEBHOOKS={}):
+        assert ids(check_celery()) == ["webhook_worker.E001"]
+
+
+def test_reference_project_settings_pass(transport_options):
+    with override_settings(STRIPE_WEBHOOKS={}):
+        assert check_celery() == []
+
+
+def test_eager_mode_outside_debug_is_warned():
+    celery_app.conf.task_always_eager = True
+    try:
+        with override_settings(DEBUG=False):
+            assert "webhook_worker.W001" in ids(check_celery())
+    finally:
+        celery_app.conf.task_always_eager = False
+
+
+def test_the_test_projects_own_checks_are_clean():
+    call_command("check", fail_level="WARNING")
+
+
+def test_retry_delays_follow_the_schedule_and_stop():
+    schedule = (10.0, 60.0, 300.0)
+    rng = random.Random(4)
+    for attempt, base in enumerate(schedule, start=1):
+        delay = retry_delay(attempt, schedule, 0.2, rng)
+        assert delay is not None and base * 0.8 <= delay <= base * 1.2
+    assert retry_delay(4, schedule, 0.2, rng) is None
+    assert retry_delay(0, schedule, 0.2, rng) is None
+    assert longest_delay(schedule, 0.2) == pytest.approx(360.0)
+
+
+@given(
+    schedule=st.lists(st.floats(0, 10_000), min_size=1, max_size=10),
+    jitter=st.floats(0, 0.99),
+    seed=st.integers(),
+)
+def test_property_jitter_stays_within_bounds(schedule, jitter, seed):
+    rng = random.Random(seed)
+    for attempt, base in enumerate(schedule, start=1):
+        delay = retry_delay(attempt, tuple(schedule), jitter, rng)
+        assert delay is not None
+        assert base * (1 - jitter) - 1e-6 <= delay <= base * (1 + jitter) + 1e-6
