@@ -5,7 +5,15 @@ from __future__ import annotations
 import os
 
 from django.core.wsgi import get_wsgi_application
+from django.urls import get_resolver
+
+from config import celery_app
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
 application = get_wsgi_application()
+
+# Import the URLconf (the views, the stripe library) and the broker transport
+# while the worker boots, not during the first webhook it receives.
+_ = get_resolver().url_patterns
+_ = celery_app.connection_for_write().transport

@@ -11,6 +11,8 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -196,8 +198,26 @@ def gunicorn(
         timeout=60,
         message=lambda: f"gunicorn to listen\n{proc.log_tail()}",
     )
+    # The port opens before the workers have booted Django: wait for them.
+    wait_until(
+        lambda: (
+            proc.log().count("Booting worker") >= workers and _answers(proc.url) or not proc.alive
+        ),
+        timeout=60,
+        message=lambda: f"gunicorn workers to boot\n{proc.log_tail()}",
+    )
     assert proc.alive, proc.log_tail()
     return proc
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/webhooks/stripe/", timeout=2):
+            return True
+    except urllib.error.HTTPError:
+        return True  # 405 for a GET: Django answered
+    except OSError:
+        return False
 
 
 def manage(

@@ -32,3 +32,33 @@ def test_valid_event_is_acknowledged_stored_and_processed_once(client, worker, h
     attempt = WebhookAttempt.objects.get(event_id=event["id"])
     assert attempt.outcome == "succeeded" and attempt.trigger == "delivery"
     print(f"\ningest response in {elapsed_ms:.1f} ms")
+
+
+def test_post_to_handler_completion_over_http(web, worker, handler_log: Path):
+    """Sequential deliveries through gunicorn and a worker; prints the end-to-end latency."""
+    import statistics
+    import time
+    from datetime import UTC, datetime
+
+    from webhook_worker.testing import encode_event, post_event
+
+    from .constants import SECRET
+
+    url = f"{web.url}/webhooks/stripe/"
+    acks, totals = [], []
+    for _ in range(20):
+        event = make_event("customer.subscription.updated")
+        body = encode_event(event)
+        sent = datetime.now(UTC)
+        start = time.perf_counter()
+        status, _ = post_event(url, body, SECRET)
+        acks.append((time.perf_counter() - start) * 1000)
+        assert status == 200
+        done = wait_for_status(event["id"], "succeeded")
+        totals.append((done.processed_at - sent).total_seconds() * 1000)
+        assert SideEffect.objects.filter(event_id=event["id"], handler="all").count() == 1
+    print(
+        f"\nPOST acknowledged: median {statistics.median(acks):.1f} ms, max {max(acks):.1f} ms"
+        f"\nPOST to handlers committed: median {statistics.median(totals):.1f} ms, "
+        f"max {max(totals):.1f} ms (20 sequential events)"
+    )
