@@ -31,6 +31,11 @@ STRIPE_WEBHOOKS = {
 }
 # A test that starts its own processes can change these for them.
 STRIPE_WEBHOOKS.update(json.loads(os.environ.get("WEBHOOKS_TEST_OVERRIDES", "{}")))
+# ...and the broker transport options (e.g. a tiny visibility timeout).
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    **CELERY_BROKER_TRANSPORT_OPTIONS,  # noqa: F405
+    **json.loads(os.environ.get("WEBHOOKS_TEST_TRANSPORT_OPTIONS", "{}")),
+}
 
 # One queue per test session, so a shared broker never hands us old messages.
 CELERY_TASK_DEFAULT_QUEUE = os.environ.get("WEBHOOKS_TEST_QUEUE") or f"webhooks-tests-{os.getpid()}"

@@ -12,6 +12,8 @@ it cannot reach into:
     on_commit         register an on_commit callback, and fail attempt 1
     exit_first        kill the worker process on attempt 1 (os._exit)
     db_error_first    terminate our own database session on attempt 1
+    fail_first_pct:P  raise on attempt 1 for P % of events, chosen by a hash
+                      of the event id (tests/faults.first_attempt_fails)
 
 Every call appends "event_id handler attempt pid" to HANDLER_LOG first, so
 calls stay visible even when their database writes roll back.
@@ -19,6 +21,7 @@ calls stay visible even when their database writes roll back.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from typing import Any
@@ -68,6 +71,13 @@ def record_every_event(event: Any, **kwargs: Any) -> None:
             raise RuntimeError("fail after registering on_commit")
     if how == "exit_first" and event.attempts == 1:
         os._exit(1)
+    if (
+        how.startswith("fail_first_pct:")
+        and event.attempts == 1
+        and int(hashlib.sha256(event.id.encode()).hexdigest(), 16) % 100
+        < int(how.split(":", 1)[1])
+    ):
+        raise RuntimeError("simulated random failure on the first attempt")
     if how == "db_error_first" and event.attempts == 1:
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_terminate_backend(pg_backend_pid())")
