@@ -52,7 +52,9 @@ def test_override_settings_is_seen_immediately():
 
 
 def test_secrets_may_be_a_comma_separated_string():
-    with override_settings(STRIPE_WEBHOOKS={"ENDPOINTS": {"default": {"SECRETS": "whsec_a, whsec_b,"}}}):
+    with override_settings(
+        STRIPE_WEBHOOKS={"ENDPOINTS": {"default": {"SECRETS": "whsec_a, whsec_b,"}}}
+    ):
         assert webhook_settings.endpoint("default").secrets == ("whsec_a", "whsec_b")
 
 
@@ -115,6 +117,15 @@ def test_default_schedule_against_kombus_default_timeout_is_caught(transport_opt
 
 def test_reference_project_settings_pass(transport_options):
     with override_settings(STRIPE_WEBHOOKS={}):
+        assert check_celery() == []
+
+
+def test_long_retries_on_rabbitmq_warn_about_consumer_timeout(monkeypatch):
+    # Celery reads the broker URL from the environment before its own settings.
+    monkeypatch.setenv("CELERY_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672//")
+    with override_settings(STRIPE_WEBHOOKS={}):
+        assert ids(check_celery()) == ["webhook_worker.W002"]
+    with override_settings(STRIPE_WEBHOOKS={"RETRY_SCHEDULE": [10, 60, 600]}):
         assert check_celery() == []
 
 

@@ -13,6 +13,9 @@ from webhook_ingest.exceptions import WebhookConfigurationError
 # kombu's default for transports that redeliver unacked messages.
 DEFAULT_VISIBILITY_TIMEOUT = 3600
 VISIBILITY_TRANSPORTS = {"redis", "rediss", "sqs", "redis+socket", "sentinel"}
+AMQP_TRANSPORTS = {"amqp", "amqps", "pyamqp", "librabbitmq"}
+# RabbitMQ's default delivery acknowledgement timeout (30 minutes).
+RABBITMQ_CONSUMER_TIMEOUT = 1800
 
 
 @register()
@@ -45,6 +48,20 @@ def check_celery(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
                     id="webhook_worker.E001",
                 )
             )
+    if scheme in AMQP_TRANSPORTS and longest >= RABBITMQ_CONSUMER_TIMEOUT:
+        messages.append(
+            Warning(
+                f"The longest webhook retry delay ({longest:.0f}s with jitter) exceeds "
+                f"RabbitMQ's default consumer_timeout ({RABBITMQ_CONSUMER_TIMEOUT}s).",
+                hint=(
+                    "Workers hold delayed retries unacknowledged until they are due; "
+                    "RabbitMQ closes the channel of a consumer that holds a message longer "
+                    "than consumer_timeout. Raise consumer_timeout in rabbitmq.conf above "
+                    'the longest delay, or shorten STRIPE_WEBHOOKS["RETRY_SCHEDULE"].'
+                ),
+                id="webhook_worker.W002",
+            )
+        )
     if conf.task_always_eager and not settings.DEBUG:
         messages.append(
             Warning(
