@@ -1,0 +1,208 @@
+"""The event admin: what staff see, what they can filter, and the retry actions."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from urllib.parse import urlencode
+
+import pytest
+from django.contrib.admin.utils import quote, unquote
+from django.contrib.auth.models import Permission, User
+from django.test import Client
+
+from webhook_ingest.models import WebhookEvent
+from webhook_worker.models import WebhookAttempt
+
+from .helpers import handler_calls, make_event, post_signed, wait_for_status, wait_until
+from .ops import add_attempt, store
+
+CHANGELIST = "/admin/webhook_ingest/webhookevent/"
+
+
+def staff_client(*perms: str) -> Client:
+    user = User.objects.create_user(f"staff-{'-'.join(perms) or 'none'}", password="pw")
+    user.is_staff = True
+    user.save()
+    user.user_permissions.set(
+        Permission.objects.filter(
+            content_type__app_label="webhook_ingest",
+            codename__in=[f"{p}_webhookevent" for p in perms],
+        )
+    )
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+@pytest.fixture
+def viewer(db):
+    return staff_client("view")
+
+
+@pytest.fixture
+def operator(db):
+    return staff_client("view", "change")
+
+
+def listed_ids(response) -> set[str]:
+    html = response.content.decode()
+    return {unquote(pk) for pk in re.findall(r"webhookevent/(evt_\w+)/change/", html)}
+
+
+@pytest.mark.django_db
+def test_event_list_shows_statuses_counts_and_filters(viewer):
+    ok = store("customer.created", "succeeded")
+    sub = store("customer.subscription.updated", "retrying", attempts=2)
+    failed = store("invoice.payment_failed", "failed", attempts=4, livemode=True)
+    old = store("charge.refunded", "succeeded", age=timedelta(days=40), endpoint="connect")
+    pending = store("invoice.paid", "pending")
+
+    page = viewer.get(CHANGELIST)
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert listed_ids(page) == {ok.id, sub.id, failed.id, old.id, pending.id}
+    # Counts per status at a glance, each a link to its filter.
+    for label in ("Pending: 1", "Processing: 0", "Succeeded: 2", "Retrying: 1", "Failed: 1"):
+        assert label in html
+    assert 'href="?status=failed"' in html
+    assert 'class="webhook-status"' in html  # the status badge column
+
+    def ids(query: str) -> set[str]:
+        response = viewer.get(CHANGELIST + query)
+        assert response.status_code == 200, query
+        return listed_ids(response)
+
+    assert ids("?status=failed") == {failed.id}
+    assert ids("?category=customer") == {ok.id, sub.id}
+    assert ids("?category=invoice&status=pending") == {pending.id}
+    assert ids("?type=invoice.payment_failed") == {failed.id}
+    assert ids("?livemode__exact=1") == {failed.id}
+    assert ids("?endpoint=connect") == {old.id}
+    since = urlencode({"received_at__gte": (old.received_at + timedelta(days=1)).isoformat()})
+    assert ids(f"?{since}") == {ok.id, sub.id, failed.id, pending.id}
+    # Search: event id, data.object id, type prefix.
+    assert ids(f"?q={failed.id}") == {failed.id}
+    assert ids(f"?q={sub.object_id}") == {sub.id}
+    assert ids("?q=invoice.pa") == {failed.id, pending.id}
+
+
+@pytest.mark.django_db
+def test_event_page_shows_escaped_payload_raw_body_and_attempt_history(viewer):
+    event = store(
+        "invoice.payment_failed",
+        "retrying",
+        attempts=2,
+        metadata={"note": "<script>alert(1)</script>"},
+    )
+    add_attempt(
+        event,
+        1,
+        "retry",
+        error_class="stripe.error.APIConnectionError",
+        error_message="Stripe was unreachable",
+        traceback='Traceback (most recent call last):\n  File "handlers.py", line 9\n',
+        worker="worker@host pid 41",
+    )
+    add_attempt(event, 2, "lost", trigger="sweeper", error_class="WorkerLost")
+
+    page = viewer.get(f"{CHANGELIST}{quote(event.id)}/change/")
+
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert "<script>alert(1)</script>" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "&quot;type&quot;: &quot;invoice.payment_failed&quot;" in html  # pretty payload
+    assert "Body exactly as received" in html
+    assert "stripe.error.APIConnectionError" in html and "Stripe was unreachable" in html
+    assert "Traceback (most recent call last)" in html
+    assert "Failed, retry scheduled" in html and "Worker lost" in html
+    assert "Sweeper" in html and "12.0 ms" in html and "worker@host pid 41" in html
+    # Read-only: no form to save.
+    assert 'name="_save"' not in html
+
+
+@pytest.mark.django_db
+def test_events_cannot_be_added_changed_or_deleted_in_the_admin(operator):
+    event = store("customer.created", "failed")
+    assert operator.get(f"{CHANGELIST}add/").status_code == 403
+    assert (
+        operator.post(f"{CHANGELIST}{quote(event.id)}/change/", {"status": "succeeded"}).status_code
+        == 403
+    )
+    assert (
+        operator.post(f"{CHANGELIST}{quote(event.id)}/delete/", {"post": "yes"}).status_code == 403
+    )
+    html = operator.get(CHANGELIST).content.decode()
+    assert "delete_selected" not in html
+    assert WebhookEvent.objects.get(pk=event.id).status == "failed"
+
+
+@pytest.mark.django_db
+def test_retry_actions_need_the_change_permission(viewer):
+    event = store("customer.created", "failed", attempts=4)
+    html = viewer.get(CHANGELIST).content.decode()
+    assert "retry_selected" not in html and "rerun_selected" not in html
+
+    response = viewer.post(
+        CHANGELIST, {"action": "retry_selected", "_selected_action": [event.id], "index": 0}
+    )
+
+    assert response.status_code in (200, 302)
+    stored = WebhookEvent.objects.get(pk=event.id)
+    assert (stored.status, stored.attempts) == ("failed", 4)
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("worker")
+def test_retry_action_requeues_a_dead_lettered_event_which_then_succeeds(client):
+    operator = staff_client("view", "change")
+    # Fails its four scheduled attempts, then succeeds on the fifth (manual) one.
+    event = make_event("invoice.payment_failed", behavior="fail_until:5")
+    post_signed(client, event)
+    assert wait_for_status(event["id"], "failed", timeout=60).attempts == 4
+    assert "retry_selected" in operator.get(CHANGELIST).content.decode()
+
+    response = operator.post(
+        CHANGELIST,
+        {"action": "retry_selected", "_selected_action": [event["id"]], "index": 0},
+        follow=True,
+    )
+
+    assert "1 event queued for retry" in response.content.decode()
+    done = wait_for_status(event["id"], "succeeded")
+    assert done.attempts == 5
+    last = WebhookAttempt.objects.filter(event_id=event["id"]).order_by("number").last()
+    assert (last.number, last.trigger, last.outcome) == (5, "manual", "succeeded")
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("worker")
+def test_succeeded_event_is_rerun_only_after_confirmation(client, handler_log):
+    operator = staff_client("view", "change")
+    event = make_event("customer.created")
+    post_signed(client, event)
+    wait_for_status(event["id"], "succeeded")
+    select = {"_selected_action": [event["id"]], "index": 0}
+
+    plain = operator.post(CHANGELIST, {"action": "retry_selected", **select}, follow=True)
+    assert "1 succeeded event skipped" in plain.content.decode()
+
+    confirm = operator.post(CHANGELIST, {"action": "rerun_selected", **select})
+    assert confirm.status_code == 200
+    assert "already succeeded" in confirm.content.decode()
+    assert WebhookEvent.objects.get(pk=event["id"]).attempts == 1  # nothing ran yet
+
+    operator.post(
+        CHANGELIST,
+        {"action": "rerun_selected", "_selected_action": [event["id"]], "post": "yes"},
+    )
+
+    wait_until(
+        lambda: WebhookAttempt.objects.filter(
+            event_id=event["id"], number=2, outcome="succeeded", trigger="manual"
+        ).exists(),
+        message="the manual re-run to succeed",
+    )
+    assert [n for _, n, _ in handler_calls(handler_log, event["id"])].count("all") == 2
+    assert WebhookEvent.objects.get(pk=event["id"]).status == "succeeded"
