@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint clean
+.PHONY: install run test soak lint clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit("Python 3.11+ is required, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
@@ -23,6 +23,10 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m devstack exec -- $(PY) -m pytest $(PYTEST_ARGS)
+
+# The long soak: 10,000 deliveries while workers are killed (tests/test_soak.py).
+soak: $(STAMP)
+	SOAK_EVENTS=$${SOAK_EVENTS:-10000} $(PY) -m devstack exec -- $(PY) -m pytest -s -q tests/test_soak.py $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
