@@ -110,6 +110,12 @@ def cmd_run() -> int:
         env.setdefault("WEB_PORT", str(_choose_port(8000)))
         env.setdefault("FLOWER_PORT", str(_choose_port(5555)))
         env.setdefault("CELERY_BEAT_SCHEDULE_FILE", str(state / "celerybeat-schedule"))
+        if "PROMETHEUS_MULTIPROC_DIR" not in env:
+            # gunicorn's workers add up their metrics here; it must start empty.
+            metrics_dir = state / "prometheus"
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+            metrics_dir.mkdir()
+            env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
 
         manage = [sys.executable, str(ROOT / "manage.py")]
         subprocess.run([*manage, "migrate", "--no-input", "-v", "0"], env=env, check=True)
@@ -128,6 +134,7 @@ def cmd_run() -> int:
             + ("   (login: admin / admin)" if created_admin else ""),
             f"  Flower          http://127.0.0.1:{env['FLOWER_PORT']}/",
             f"  health          {web}/webhooks/health/",
+            f"  metrics         {web}/webhooks/metrics",
             f"  signing secret  {env['STRIPE_WEBHOOK_SECRET']}",
             "",
             f"  send one:       .venv/bin/python manage.py webhooks_send_test "

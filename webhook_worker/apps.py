@@ -10,7 +10,8 @@ class WebhookWorkerConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import checks  # noqa: F401  (registers the system checks)
+        # Registers the system checks, and the receiver counting ingest rejections.
+        from . import checks, metrics  # noqa: F401
 
         # Import every installed app's webhooks.py, in web and worker processes
         # alike, so handlers are registered before the first event arrives.

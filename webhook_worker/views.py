@@ -1,35 +1,52 @@
-"""Operational endpoints: health."""
+"""Operational endpoints: health (JSON) and metrics (Prometheus text format).
+
+Both report counts and ages only, never payloads or event ids.
+"""
 
 from __future__ import annotations
 
-from django.db import DatabaseError, connection
-from django.http import HttpRequest, JsonResponse
+from django.db import DatabaseError
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
-
-def _broker_ok() -> bool:
-    from celery import current_app
-
-    try:
-        with current_app.connection_for_write() as conn:
-            conn.ensure_connection(max_retries=1, timeout=2)
-    except Exception:
-        return False
-    return True
+from . import metrics
 
 
+@never_cache
 @require_GET
 def health(request: HttpRequest) -> JsonResponse:
-    """Database and broker reachability; 503 when either is down."""
+    """Database and broker reachability, events by status, oldest unfinished age.
+
+    200 when both the database and the broker answer, 503 otherwise. Stuck
+    or failed events do not make it unhealthy (restarting the web process
+    would not fix them): alert on the metrics for those.
+    """
     try:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT 1")
-        database = True
+        snap: metrics.Snapshot | None = metrics.snapshot(with_attempts=False)
     except DatabaseError:
-        database = False
-    broker = _broker_ok()
+        snap = None
+    database = snap is not None
+    broker = metrics.broker_reachable()
     healthy = database and broker
-    return JsonResponse(
-        {"status": "ok" if healthy else "unhealthy", "database": database, "broker": broker},
-        status=200 if healthy else 503,
-    )
+    body: dict[str, object] = {
+        "status": "ok" if healthy else "unhealthy",
+        "database": database,
+        "broker": broker,
+    }
+    if snap is not None:
+        age = snap.oldest_unfinished_age
+        body.update(
+            events=snap.by_status(),
+            oldest_unfinished_age_seconds=None if age is None else round(age, 3),
+            stale_events=snap.stale,
+        )
+    return JsonResponse(body, status=200 if healthy else 503)
+
+
+@never_cache
+@require_GET
+def prometheus_metrics(request: HttpRequest) -> HttpResponse:
+    """Prometheus text exposition of the same figures, plus ingest rejections."""
+    payload, content_type = metrics.render()
+    return HttpResponse(payload, content_type=content_type)

@@ -1,0 +1,223 @@
+"""Figures for `/webhooks/health/` and `/webhooks/metrics`.
+
+Two kinds:
+
+- From the database, computed at scrape time with aggregate queries: events
+  by status and type category, attempts by outcome and trigger, the age of
+  the oldest unfinished event per status, and how many events are overdue
+  for the sweeper. The database is the truth, so every web process reports
+  the same figures and nothing is lost when a process restarts.
+- Ingest rejections, counted in the web processes as they happen
+  (`webhook_ingest.signals.delivery_rejected`). With several processes
+  (gunicorn workers) set `PROMETHEUS_MULTIPROC_DIR` to an empty directory
+  before they start: each process writes its counts there and a scrape
+  adds them up. Without it, each process counts for itself and a scrape
+  shows only the process that answered.
+
+Neither exposes payloads, ids or anything a sender controls beyond the
+configured endpoint names.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db import DatabaseError
+from django.db.models import CharField, Count, F, Func, Min, Value
+from django.dispatch import receiver
+from django.utils import timezone
+from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from webhook_ingest.conf import webhook_settings
+from webhook_ingest.models import WebhookEvent
+from webhook_ingest.signals import delivery_rejected
+
+from .models import WebhookAttempt
+from .sweeper import stale_events
+
+Status = WebhookEvent.Status
+
+MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+# Not in the default registry: each scrape builds its own (see `render`).
+REJECTIONS = Counter(
+    "webhooks_ingest_rejections",
+    "Webhook deliveries refused by the ingest view, by endpoint and reason.",
+    ["endpoint", "reason"],
+    registry=None,
+)
+
+UNKNOWN_ENDPOINT = "(unknown)"
+
+
+@receiver(delivery_rejected, dispatch_uid="webhook_worker.metrics.count_rejection")
+def count_rejection(sender: Any, endpoint: str, reason: str, **kwargs: Any) -> None:
+    # The endpoint comes from the URL: only configured names become label
+    # values, or anyone could grow the series without bound.
+    if webhook_settings.endpoint(endpoint) is None:
+        endpoint = UNKNOWN_ENDPOINT
+    REJECTIONS.labels(endpoint=endpoint, reason=reason).inc()
+
+
+@dataclass
+class Snapshot:
+    """The database-derived figures at one moment."""
+
+    # (status, category) -> events
+    events: dict[tuple[str, str], int] = field(default_factory=dict)
+    # (outcome, trigger) -> attempts
+    attempts: dict[tuple[str, str], int] = field(default_factory=dict)
+    # unfinished status -> age in seconds of its oldest event (by received_at)
+    oldest_age: dict[str, float] = field(default_factory=dict)
+    stale: int = 0
+
+    def by_status(self) -> dict[str, int]:
+        counts = dict.fromkeys(Status.values, 0)
+        for (status, _), n in self.events.items():
+            counts[status] = counts.get(status, 0) + n
+        return counts
+
+    @property
+    def oldest_unfinished_age(self) -> float | None:
+        return max(self.oldest_age.values(), default=None)
+
+
+def snapshot(with_attempts: bool = True) -> Snapshot:
+    """Read the figures; raises DatabaseError when the database is unreachable."""
+    now = timezone.now()
+    snap = Snapshot()
+    category = Func(
+        F("type"), Value("."), Value(1), function="split_part", output_field=CharField()
+    )
+    rows = (
+        WebhookEvent.objects.order_by()
+        .annotate(type_category=category)
+        .values("status", "type_category")
+        .annotate(n=Count("pk"))
+    )
+    for row in rows:
+        snap.events[(row["status"], row["type_category"])] = row["n"]
+    oldest = (
+        WebhookEvent.objects.unfinished()
+        .order_by()
+        .values("status")
+        .annotate(oldest=Min("received_at"))
+    )
+    for status, first in oldest.values_list("status", "oldest"):
+        snap.oldest_age[status] = max(0.0, (now - first).total_seconds())
+    snap.stale = stale_events(now).count()
+    if with_attempts:
+        attempts = (
+            WebhookAttempt.objects.order_by().values("outcome", "trigger").annotate(n=Count("pk"))
+        )
+        for outcome, trigger, n in attempts.values_list("outcome", "trigger", "n"):
+            snap.attempts[(outcome, trigger)] = n
+    return snap
+
+
+def broker_reachable(timeout: int = 2) -> bool:
+    from celery import current_app
+
+    try:
+        with current_app.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, timeout=timeout)
+    except Exception:
+        return False
+    return True
+
+
+class DatabaseCollector:
+    """Collects the database figures at scrape time."""
+
+    def __init__(self, broker: bool) -> None:
+        self.broker = broker
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            snap: Snapshot | None = snapshot()
+        except DatabaseError:
+            snap = None
+        up = GaugeMetricFamily(
+            "webhooks_up",
+            "1 if the component is reachable from this web process.",
+            labels=["component"],
+        )
+        up.add_metric(["database"], 0 if snap is None else 1)
+        up.add_metric(["broker"], 1 if self.broker else 0)
+        yield up
+        if snap is None:
+            return
+        events = GaugeMetricFamily(
+            "webhooks_events",
+            "Stored events by status and type category (the type's first segment).",
+            labels=["status", "category"],
+        )
+        for (status, category), n in sorted(snap.events.items()):
+            events.add_metric([status, category], n)
+        yield events
+        totals = GaugeMetricFamily(
+            "webhooks_events_by_status", "Stored events by status.", labels=["status"]
+        )
+        for status, n in snap.by_status().items():
+            totals.add_metric([status], n)
+        yield totals
+        attempts = GaugeMetricFamily(
+            "webhooks_attempts",
+            "Recorded attempts by outcome (running, succeeded, retry, failed, lost) and trigger.",
+            labels=["outcome", "trigger"],
+        )
+        for (outcome, trigger), n in sorted(snap.attempts.items()):
+            attempts.add_metric([outcome, trigger], n)
+        yield attempts
+        failures = GaugeMetricFamily(
+            "webhooks_attempt_failures",
+            "Recorded attempts that failed (outcome retry, failed or lost).",
+        )
+        failures.add_metric(
+            [],
+            sum(n for (outcome, _), n in snap.attempts.items() if outcome in FAILED_OUTCOMES),
+        )
+        yield failures
+        age = GaugeMetricFamily(
+            "webhooks_oldest_unfinished_age_seconds",
+            "Age (since received) of the oldest pending, processing or retrying event; 0 if none.",
+            labels=["status"],
+        )
+        for status in WebhookEvent.UNFINISHED:
+            age.add_metric([status], snap.oldest_age.get(status, 0.0))
+        yield age
+        stale = GaugeMetricFamily(
+            "webhooks_stale_events",
+            "Unfinished events more than REQUEUE_AFTER past due: the sweeper's backlog.",
+        )
+        stale.add_metric([], snap.stale)
+        yield stale
+
+
+FAILED_OUTCOMES = (
+    WebhookAttempt.Outcome.RETRY,
+    WebhookAttempt.Outcome.FAILED,
+    WebhookAttempt.Outcome.LOST,
+)
+
+
+def multiprocess_enabled() -> bool:
+    return bool(os.environ.get(MULTIPROCESS_ENV))
+
+
+def render() -> tuple[bytes, str]:
+    """The Prometheus text exposition and its content type."""
+    registry = CollectorRegistry()
+    if multiprocess_enabled():
+        from prometheus_client import multiprocess
+
+        multiprocess.MultiProcessCollector(registry)
+    else:
+        registry.register(REJECTIONS)
+    registry.register(DatabaseCollector(broker=broker_reachable()))
+    return generate_latest(registry), CONTENT_TYPE_LATEST
