@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test soak lint clean
+.PHONY: install run test soak lint clean screenshot
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit("Python 3.11+ is required, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
@@ -27,6 +27,10 @@ test: $(STAMP)
 # The long soak: 10,000 deliveries while workers are killed (tests/test_soak.py).
 soak: $(STAMP)
 	SOAK_EVENTS=$${SOAK_EVENTS:-10000} $(PY) -m devstack exec -- $(PY) -m pytest -s -q tests/test_soak.py $(PYTEST_ARGS)
+
+# docs/admin-events.png from a throwaway stack; needs Chromium (apt-get install chromium).
+screenshot: $(STAMP)
+	$(PY) -m devstack exec -- $(PY) docs/screenshot.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
