@@ -71,13 +71,10 @@ def record_every_event(event: Any, **kwargs: Any) -> None:
             raise RuntimeError("fail after registering on_commit")
     if how == "exit_first" and event.attempts == 1:
         os._exit(1)
-    if (
-        how.startswith("fail_first_pct:")
-        and event.attempts == 1
-        and int(hashlib.sha256(event.id.encode()).hexdigest(), 16) % 100
-        < int(how.split(":", 1)[1])
-    ):
-        raise RuntimeError("simulated random failure on the first attempt")
+    if how.startswith("fail_first_pct:") and event.attempts == 1:
+        percent = int(how.split(":", 1)[1])
+        if int(hashlib.sha256(event.id.encode()).hexdigest(), 16) % 100 < percent:
+            raise RuntimeError("simulated random failure on the first attempt")
     if how == "db_error_first" and event.attempts == 1:
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_terminate_backend(pg_backend_pid())")
