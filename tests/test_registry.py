@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from webhook_worker import webhooks
-from webhook_worker.webhooks import registry
+from webhook_worker.webhooks import HandlerRegistry, registry
 
 
 @pytest.fixture
@@ -179,3 +181,77 @@ def test_every_installed_apps_webhooks_module_is_discovered():
 
 def test_permanent_failure_is_an_exception_handlers_can_raise():
     assert issubclass(webhooks.PermanentFailure, Exception)
+
+
+# --- properties of the prefix matcher --------------------------------------
+
+segment = st.from_regex(r"[a-z0-9_]{1,5}", fullmatch=True)
+# Few distinct segments, so generated types and prefixes often share a path.
+shared_segment = st.sampled_from(["customer", "subscription", "created", "a", "a_b", "x1"])
+event_type = st.lists(st.one_of(shared_segment, segment), min_size=1, max_size=4).map(".".join)
+
+
+def reference_handlers(registrations: list[tuple[int, str | None]], event_type: str) -> list[int]:
+    """The documented order, written the slow and obvious way: handler_all
+    functions first, then each prefix from shortest to the full type, each in
+    registration order; a function only at its first place."""
+    parts = event_type.split(".")
+    groups = [None] + [".".join(parts[:depth]) for depth in range(1, len(parts) + 1)]
+    order: list[int] = []
+    for group in groups:
+        for func, prefix in registrations:
+            if prefix == group and func not in order:
+                order.append(func)
+    return order
+
+
+@settings(max_examples=300, deadline=None)
+@given(prefix=event_type, target=event_type)
+def test_property_prefix_matches_by_whole_dotted_segments(prefix, target):
+    registry = HandlerRegistry()
+
+    def handler(event, **kwargs): ...
+
+    registry.register(handler, (prefix,))
+    matches = handler in registry.handlers_for(target)
+    assert matches == (target == prefix or target.startswith(prefix + "."))
+
+
+@settings(max_examples=300, deadline=None)
+@given(prefix=event_type, extra=segment, target=event_type)
+def test_property_a_partial_segment_never_matches(prefix, extra, target):
+    registry = HandlerRegistry()
+
+    def handler(event, **kwargs): ...
+
+    registry.register(handler, (prefix + extra,))  # e.g. "cust" + "omer" is not "cust"
+    if handler in registry.handlers_for(prefix + "." + target):
+        assert (prefix + "." + target).startswith(prefix + extra + ".")
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    steps=st.lists(
+        st.tuples(st.integers(0, 5), st.one_of(st.none(), event_type), st.booleans()),
+        max_size=25,
+    ),
+    targets=st.lists(event_type, min_size=1, max_size=5),
+)
+def test_property_call_order_matches_the_documented_rule(steps, targets):
+    """Any sequence of registrations (and lookups between them, which fill the
+    cache) gives exactly the documented order, each function once."""
+    registry = HandlerRegistry()
+    funcs = [lambda event, **kwargs: None for _ in range(6)]
+    done: list[tuple[int, str | None]] = []
+    for func, prefix, look_up in steps:
+        if prefix is None:
+            registry.register_all(funcs[func])
+        else:
+            registry.register(funcs[func], (prefix,))
+        done.append((func, prefix))
+        if look_up:
+            registry.handlers_for(targets[0])
+    for target in targets:
+        got = [funcs.index(f) for f in registry.handlers_for(target)]
+        assert got == reference_handlers(done, target)
+        assert len(got) == len(set(got))
