@@ -170,7 +170,10 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_RESULT_BACKEND = None
 # Task events feed Flower's live view of tasks, retries and failures.
 CELERY_WORKER_SEND_TASK_EVENTS = True
-CELERY_TASK_SEND_SENT_EVENT = True
+# No "task-sent" events: they carry the registered task name and usually reach
+# Flower after the worker's "task-received", overwriting the event type that
+# the worker reports (process_event[invoice.paid]) with process_event.
+CELERY_TASK_SEND_SENT_EVENT = False
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     # Redis redelivers a message unacked for this long. It must exceed the
     # longest retry countdown (3600 s + 20 % jitter), or a waiting retry is
