@@ -37,6 +37,10 @@ def status_badge(status: str, label: str | None = None) -> str:
     )
 
 
+# Where changelist_view leaves the counts for the status filter (one query per page).
+COUNTS_ATTR = "_webhook_status_counts"
+
+
 def type_category() -> Func:
     """SQL for the first segment of the type: `customer` for customer.subscription.created."""
     return Func(F("type"), Value("."), Value(1), function="split_part", output_field=CharField())
@@ -57,7 +61,7 @@ class StatusFilter(admin.SimpleListFilter):
     parameter_name = "status"
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        counts = status_counts()
+        counts = getattr(request, COUNTS_ATTR, None) or status_counts()
         return [(value, f"{label} ({counts[value]})") for value, label in Status.choices]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
@@ -199,6 +203,7 @@ class WebhookEventAdmin(admin.ModelAdmin):
         self, request: HttpRequest, extra_context: dict[str, Any] | None = None
     ) -> HttpResponse:
         counts = status_counts()
+        setattr(request, COUNTS_ATTR, counts)  # the status filter shows them too
         context = {
             "status_counts": [
                 (value, status_badge(value, f"{label}: {counts[value]}"))
