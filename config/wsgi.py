@@ -15,5 +15,5 @@ application = get_wsgi_application()
 
 # Import the URLconf (the views, the stripe library) and the broker transport
 # while the worker boots, not during the first webhook it receives.
-_ = get_resolver().url_patterns
-_ = celery_app.connection_for_write().transport
+_urls = get_resolver().url_patterns
+_transport = celery_app.connection_for_write().transport
