@@ -287,9 +287,10 @@ class TcpProxy:
         self._listener: socket.socket | None = None
         self._conns: set[socket.socket] = set()
         self._lock = threading.Lock()
-        self._accepting = threading.Event()
+        self._forward = True
 
-    def up(self) -> None:
+    def up(self, forward: bool = True) -> None:
+        self._forward = forward
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind(("127.0.0.1", self.port))
@@ -312,12 +313,22 @@ class TcpProxy:
 
     close = down
 
+    def stall(self) -> None:
+        """Drop every connection, then accept new ones but never answer: a
+        database host that stopped responding (packets dropped, failover)."""
+        self.down()
+        self.up(forward=False)
+
     def _accept_loop(self, listener: socket.socket) -> None:
         while True:
             try:
                 client, _ = listener.accept()
             except OSError:
                 return
+            if not self._forward:
+                with self._lock:
+                    self._conns.add(client)  # held open, never answered
+                continue
             try:
                 upstream = socket.create_connection(self.target, timeout=5)
                 upstream.settimeout(None)

@@ -263,6 +263,32 @@ def test_database_unavailable_at_ingest_503_then_stripes_retry_succeeds(
     assert_effects_exactly_once(ids)
 
 
+def test_database_not_answering_at_ingest_503_not_a_hang(lane: Lane, test_db_url):
+    """The database stops answering (connections dropped, new ones never
+    answered): the view still answers, 503 after the connect timeout, instead
+    of holding Stripe's request open; the retry succeeds once it is back."""
+    host_port = test_db_url.rsplit("@", 1)[1].split("/", 1)[0]
+    proxy = TcpProxy("127.0.0.1", int(host_port.rsplit(":", 1)[1]))
+    proxy.up()
+    try:
+        web = lane.web(workers=1, threads=4, DATABASE_URL=db_url_via(proxy, test_db_url))
+        url = f"{web.url}/webhooks/stripe/"
+        assert deliver(url, make_event()) == 200
+
+        proxy.stall()
+        event = make_event("invoice.paid")
+        response = _post_once(url, event)
+        assert response.status_code == 503
+        assert response.json()["error"] == "storage_unavailable"
+
+        proxy.down()
+        proxy.up()
+        assert _post_once(url, event).status_code == 200
+    finally:
+        proxy.close()
+    assert WebhookEvent.objects.filter(pk=event["id"]).exists()
+
+
 def _post_once(url: str, event: dict):
     import requests
 
