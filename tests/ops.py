@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import json
 import uuid
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -97,9 +96,3 @@ class PrivateBroker:
 
     def stop(self) -> None:
         self.redis.stop()
-
-
-def private_broker(tmp_path: Path) -> Iterator[PrivateBroker]:
-    broker = PrivateBroker(tmp_path / "redis").start()
-    yield broker
-    broker.stop()

@@ -20,6 +20,7 @@ configured endpoint names.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -40,6 +41,8 @@ from webhook_ingest.signals import delivery_rejected
 from .models import WebhookAttempt
 from .sweeper import stale_events
 
+logger = logging.getLogger(__name__)
+
 Status = WebhookEvent.Status
 
 MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -59,9 +62,12 @@ UNKNOWN_ENDPOINT = "(unknown)"
 def count_rejection(sender: Any, endpoint: str, reason: str, **kwargs: Any) -> None:
     # The endpoint comes from the URL: only configured names become label
     # values, or anyone could grow the series without bound.
-    if webhook_settings.endpoint(endpoint) is None:
-        endpoint = UNKNOWN_ENDPOINT
-    REJECTIONS.labels(endpoint=endpoint, reason=reason).inc()
+    try:
+        if webhook_settings.endpoint(endpoint) is None:
+            endpoint = UNKNOWN_ENDPOINT
+        REJECTIONS.labels(endpoint=endpoint, reason=reason).inc()
+    except Exception:  # counting must never turn a 4xx answer into a 500
+        logger.exception("could not count a rejected delivery")
 
 
 @dataclass
