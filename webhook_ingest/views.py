@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 from functools import partial
 
-from django.db import DatabaseError, transaction
+from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
@@ -36,7 +36,7 @@ from .exceptions import (
     UnsupportedContentType,
 )
 from .models import WebhookEvent
-from .parsing import decode_body, parse_event
+from .parsing import ParsedEvent, decode_body, parse_event
 from .signals import delivery_accepted, delivery_rejected
 from .signature import verify_signature
 
@@ -65,6 +65,25 @@ def _read_body(request: HttpRequest, max_bytes: int) -> bytes:
     return raw
 
 
+def _record(parsed: ParsedEvent, body: str, endpoint: str) -> bool:
+    """Store the event; on a connection the server dropped, reconnect once and retry.
+
+    Connections are reused across requests without Django's per-request
+    health check (a `SELECT 1` round trip on every webhook). A connection
+    closed under us (database restart, failover, idle timeout) fails here
+    instead, and the INSERT is idempotent, so it is simply sent again on a
+    fresh connection. Any other error, or a second failure, propagates.
+    """
+    reused = connection.connection is not None
+    try:
+        return WebhookEvent.objects.record(parsed, body, endpoint)
+    except (InterfaceError, OperationalError):
+        if not reused or connection.in_atomic_block or connection.is_usable():
+            raise
+        connection.close()
+    return WebhookEvent.objects.record(parsed, body, endpoint)
+
+
 def _accept(request: HttpRequest, endpoint_name: str) -> tuple[str, str, bool, bool]:
     """Verify and store; returns (event id, type, duplicate, enqueue)."""
     endpoint = webhook_settings.endpoint(endpoint_name)
@@ -79,7 +98,7 @@ def _accept(request: HttpRequest, endpoint_name: str) -> tuple[str, str, bool, b
     verify_signature(body, request.headers.get("Stripe-Signature"), endpoint)
     parsed = parse_event(body)
     try:
-        created = WebhookEvent.objects.record(parsed, body, endpoint.name)
+        created = _record(parsed, body, endpoint.name)
         if created:
             return parsed.id, parsed.type, False, True
         status = WebhookEvent.objects.filter(pk=parsed.id).values_list("status", flat=True).first()
