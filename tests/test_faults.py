@@ -229,6 +229,39 @@ def test_database_connection_killed_mid_attempt(lane: Lane, handler_log):
     assert worker.alive
 
 
+def test_database_unavailable_to_workers_then_back(lane: Lane, test_db_url, handler_log):
+    """The workers lose the database (every connection dropped, new ones
+    refused) while events are being processed; once it is back, every event
+    completes and no handler's writes commit twice."""
+    host_port = test_db_url.rsplit("@", 1)[1].split("/", 1)[0]
+    proxy = TcpProxy("127.0.0.1", int(host_port.rsplit(":", 1)[1]))
+    proxy.up()
+    try:
+        web = lane.web()  # ingest keeps its own, direct connection
+        via_proxy = {"DATABASE_URL": db_url_via(proxy, test_db_url)}
+        lane.worker(concurrency=2, **via_proxy)
+        lane.worker(concurrency=2, **via_proxy)
+        lane.beat(**via_proxy)
+        url = f"{web.url}/webhooks/stripe/"
+        events = [make_event("invoice.paid", behavior="sleep:0.05") for _ in range(60)]
+        assert deliver_all(url, events[:30]) == [200] * 30
+        proxy.down()
+        assert deliver_all(url, events[30:]) == [200] * 30
+        # The outage is felt: workers fail to claim events and retry them.
+        wait_until(
+            lambda: any("database error processing" in p.log() for p in lane.procs),
+            timeout=60,
+            message=lane.logs,
+        )
+        proxy.up()
+        ids = {e["id"]: e["type"] for e in events}
+        wait_all_succeeded(list(ids), timeout=180, lane=lane)
+    finally:
+        proxy.close()
+    assert_effects_exactly_once(ids)
+    assert_no_attempt_ran_twice(handler_log, ids)
+
+
 def test_database_unavailable_at_ingest_503_then_stripes_retry_succeeds(
     lane: Lane, test_db_url, handler_log
 ):
