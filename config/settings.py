@@ -202,6 +202,12 @@ CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
 # Reuse each worker's database connection across tasks instead of Celery's
 # default of a new connection per task (2.6x slower dispatch).
 CELERY_DB_REUSE_MAX = 1000
+# Celery reads these on every publish. Spelled out here, each read is one
+# hit instead of four failed lookups on django.conf.settings (~10 % of the
+# cost of a publish, docs/benchmarks.md); the values are Celery's defaults.
+CELERY_TASK_ALWAYS_EAGER = False
+CELERY_TASK_DEFAULT_QUEUE = "celery"
+CELERY_BROKER_POOL_ACQUIRE_TIMEOUT = None
 CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULE = {
     "webhooks-requeue-stale": {
