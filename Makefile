@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test soak lint clean screenshot
+.PHONY: install run test soak lint clean screenshot bench
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit("Python 3.11+ is required, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
@@ -31,6 +31,20 @@ soak: $(STAMP)
 # docs/admin-events.png from a throwaway stack; needs Chromium (apt-get install chromium).
 screenshot: $(STAMP)
 	$(PY) -m devstack exec -- $(PY) docs/screenshot.py
+
+# Ingest and end to end against framework-free floors, side by side: prints
+# the results and rewrites docs/benchmarks.md (bench/run.py). ~15 minutes;
+# BENCH_ARGS=--quick for ~3. Installs wrk from Debian's packages if missing.
+BENCH_STAMP := $(VENV)/.bench-installed
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+$(BENCH_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	@command -v wrk >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq wrk; }
+	$(PY) -m bench.run $(BENCH_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -1,0 +1,180 @@
+"""Where an ingest request's CPU goes: ours and the floor, called in-process, no HTTP.
+
+    python -m bench.profile                  # CPU per request and per component
+    python -m bench.profile --pyinstrument   # plus a pyinstrument profile of ours
+
+Starts its own embedded Postgres and Redis, then calls each WSGI app (and each
+step of ours on its own) in batches, reporting the 25th percentile of the
+per-batch CPU time (process_time): on a shared machine the low percentiles
+are what the code costs, the high ones what the neighbours cost. Under load,
+`py-spy record -p <gunicorn worker pid>` shows the same split with the server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import itertools
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from bench.run import ROOT, Bench, log
+
+BATCH = 100
+BATCHES = 20
+
+
+def cpu_us(fn: Callable[[], object], batch: int = BATCH, batches: int = BATCHES) -> float:
+    """CPU microseconds per call: 25th percentile over `batches` batches."""
+    for _ in range(batch):
+        fn()
+    samples = []
+    for _ in range(batches):
+        start = time.process_time()
+        for _ in range(batch):
+            fn()
+        samples.append((time.process_time() - start) / batch)
+    samples.sort()
+    return 1e6 * samples[len(samples) // 4]
+
+
+def wsgi_caller(app: Any, bodies: Iterable[tuple[str, bytes]]) -> Callable[[], None]:
+    """A callable that POSTs the next signed body to a WSGI app and checks for 200."""
+    it = iter(bodies)
+
+    def start_response(status: str, headers: list[Any], exc_info: Any = None) -> None:
+        assert status.startswith("200"), status
+
+    def call() -> None:
+        signature, body = next(it)
+        environ = {
+            "REQUEST_METHOD": "POST",
+            "PATH_INFO": "/webhooks/stripe/",
+            "SCRIPT_NAME": "",
+            "QUERY_STRING": "",
+            "SERVER_NAME": "127.0.0.1",
+            "SERVER_PORT": "80",
+            "SERVER_PROTOCOL": "HTTP/1.1",
+            "HTTP_HOST": "127.0.0.1",
+            "CONTENT_TYPE": "application/json; charset=utf-8",
+            "CONTENT_LENGTH": str(len(body)),
+            "HTTP_STRIPE_SIGNATURE": signature,
+            "wsgi.input": io.BytesIO(body),
+            "wsgi.errors": sys.stderr,
+            "wsgi.url_scheme": "http",
+            "wsgi.version": (1, 0),
+            "wsgi.multithread": False,
+            "wsgi.multiprocess": True,
+            "wsgi.run_once": False,
+        }
+        result = app(environ, start_response)
+        b"".join(result)
+        getattr(result, "close", lambda: None)()
+
+    return call
+
+
+def signed_bodies(bench: Bench, count: int) -> list[tuple[str, bytes]]:
+    _, prefix = bench.bodies.write(count)
+    data = Path(f"{prefix}-0.dat").read_bytes()
+    bench.bodies.remove(prefix)
+    out, pos = [], 0
+    while pos < len(data):
+        newline = data.index(b"\n", pos)
+        signature, length = data[pos:newline].split(b" ")
+        end = newline + 1 + int(length)
+        out.append((signature.decode(), data[newline + 1 : end]))
+        pos = end
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__)
+    parser.add_argument("--pyinstrument", action="store_true", help="profile ours as well")
+    args = parser.parse_args(argv)
+    work = ROOT / ".devstack" / f"bench-profile-{os.getpid()}"
+    bench = Bench(argparse.Namespace(), work)
+    try:
+        bench.start_servers()
+        os.environ.update(bench.env)
+        import django
+
+        django.setup()
+        from bench.floor_wsgi import application as floor_app
+        from bench.floor_wsgi import celery_message
+        from config.wsgi import application as our_app
+        from webhook_ingest.conf import webhook_settings
+        from webhook_ingest.models import WebhookEvent
+        from webhook_ingest.parsing import parse_event
+        from webhook_ingest.signature import verify_signature
+        from webhook_worker.enqueue import enqueue_event
+        from webhook_worker.testing import sign_body
+
+        total = (BATCHES + 1) * BATCH
+        rows: list[tuple[str, float]] = []
+        rows.append(
+            ("ours: whole request", cpu_us(wsgi_caller(our_app, signed_bodies(bench, total))))
+        )
+        rows.append(
+            ("floor: whole request", cpu_us(wsgi_caller(floor_app, signed_bodies(bench, total))))
+        )
+        body = bench.bodies.template
+        header = sign_body(body, bench.secret)
+        endpoint = webhook_settings.endpoint("default")
+        assert endpoint is not None
+        parsed = parse_event(body)
+        ids = (f"evt_profile{n:012d}" for n in itertools.count())
+        rows += [
+            ("ours: verify_signature", cpu_us(lambda: verify_signature(body, header, endpoint))),
+            ("ours: parse_event", cpu_us(lambda: parse_event(body))),
+            (
+                "ours: INSERT (WebhookEvent.objects.record)",
+                cpu_us(
+                    lambda: WebhookEvent.objects.record(
+                        replace(parsed, id=next(ids)), body, "default"
+                    )
+                ),
+            ),
+            (
+                "ours: publish (enqueue_event)",
+                cpu_us(lambda: enqueue_event(parsed.id, parsed.type)),
+            ),
+        ]
+        import redis
+
+        broker = redis.Redis.from_url(bench.env["CELERY_BROKER_URL"])
+        rows.append(
+            (
+                "floor: publish (LPUSH of a Celery message)",
+                cpu_us(lambda: broker.lpush("profile", celery_message("x", [parsed.id], "x"))),
+            )
+        )
+        print()
+        for name, value in rows:
+            print(f"  {name:<46} {value:7.0f} µs CPU")
+        print()
+        if args.pyinstrument:
+            from pyinstrument import Profiler
+
+            call = wsgi_caller(our_app, signed_bodies(bench, 2000))
+            profiler = Profiler(interval=0.0002)
+            profiler.start()
+            for _ in range(2000):
+                call()
+            profiler.stop()
+            print(profiler.output_text(unicode=True, color=False, show_all=False))
+    finally:
+        log("stopping the servers")
+        bench.stop_all()
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,30 @@
+"""The reference project's production settings, with the benchmark's handler.
+
+Everything comes from config/settings.py (DEBUG off, CONN_MAX_AGE, Celery
+settings); the only change is the set of handlers: the demo app's logging
+handler is replaced by bench/webhooks.py. The BENCH_* variables below switch
+one setting back at a time, to measure what it is worth.
+"""
+
+from __future__ import annotations
+
+import os
+
+from config.settings import *  # noqa: F403
+from config.settings import DATABASES, INSTALLED_APPS
+
+INSTALLED_APPS = [app for app in INSTALLED_APPS if app != "demo"] + ["bench"]
+
+# Variants: one setting at a time, for `bench.run --variant/--e2e-variant NAME:VAR=VALUE`.
+if os.environ.get("BENCH_CONN_HEALTH_CHECKS"):
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = os.environ["BENCH_CONN_HEALTH_CHECKS"] == "1"
+if os.environ.get("BENCH_CONN_MAX_AGE"):
+    DATABASES["default"]["CONN_MAX_AGE"] = int(os.environ["BENCH_CONN_MAX_AGE"])
+if os.environ.get("BENCH_TASK_SEND_SENT_EVENT"):
+    CELERY_TASK_SEND_SENT_EVENT = os.environ["BENCH_TASK_SEND_SENT_EVENT"] == "1"
+if os.environ.get("BENCH_WORKER_SEND_TASK_EVENTS"):
+    CELERY_WORKER_SEND_TASK_EVENTS = os.environ["BENCH_WORKER_SEND_TASK_EVENTS"] == "1"
+if os.environ.get("BENCH_STOCK_TRANSPORT"):  # kombu's own Redis transport
+    globals().pop("CELERY_BROKER_TRANSPORT", None)
+if os.environ.get("BENCH_STOCK_CONSUMER"):  # Celery's consumer: one publish per task event
+    CELERY_WORKER_CONSUMER = "celery.worker.consumer:Consumer"
