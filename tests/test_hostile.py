@@ -400,3 +400,31 @@ def test_no_secret_in_the_server_log(server):
     assert "rejected webhook" in log  # the rejections are logged...
     for secret in (SECRET, OLD_SECRET, CONNECT_SECRET):
         assert log.count(secret) == 0  # ...without a secret, even one an attacker sent
+
+
+def chunked(
+    path: str, body: bytes, headers: list[tuple[str, str | bytes]], size: int = 4096
+) -> bytes:
+    head = request_bytes(path, b"", [*headers, ("Transfer-Encoding", "chunked")])
+    parts = [
+        b"%x\r\n%s\r\n" % (len(body[i : i + size]), body[i : i + size])
+        for i in range(0, len(body), size)
+    ]
+    return head + b"".join(parts) + b"0\r\n\r\n"
+
+
+def test_chunked_delivery_is_read_whole_and_stored(server):
+    """A body sent with Transfer-Encoding: chunked (no Content-Length, as some
+    proxies forward it) is read to its end, verified and stored."""
+    event = make_event("invoice.paid")
+    body = encode_event(event)
+    reply = send(server.port, chunked("/webhooks/stripe/", body.encode(), signed(body), size=500))
+    assert reply.status == 200, reply
+    assert WebhookEvent.objects.get(pk=event["id"]).body == body
+
+
+def test_chunked_body_over_the_limit_is_413(server):
+    body = encode_event(make_event(metadata={"blob": "x" * MAX_BODY}))
+    reply = send(server.port, chunked("/webhooks/stripe/", body.encode(), signed(body)))
+    assert_clean_rejection(reply, 413, "body_too_large")
+    assert_still_serving(server.port)

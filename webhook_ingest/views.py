@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 from functools import partial
+from typing import Any
 
 from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
 from django.http import HttpRequest, JsonResponse
@@ -59,7 +60,12 @@ def _read_body(request: HttpRequest, max_bytes: int) -> bytes:
         raise BodyTooLarge(f"The request body is over {max_bytes} bytes.")
     # Read the stream directly: request.body would apply Django's
     # DATA_UPLOAD_MAX_MEMORY_SIZE instead of this endpoint's own limit.
-    raw = request.read(max_bytes + 1)
+    stream: Any = request
+    if not request.META.get("CONTENT_LENGTH") and request.META.get("wsgi.input_terminated"):
+        # A chunked body has no length up front (Django would read it as
+        # empty); the server marks where it ends. The same limit applies.
+        stream = request.META["wsgi.input"]
+    raw = stream.read(max_bytes + 1)
     if len(raw) > max_bytes:
         raise BodyTooLarge(f"The request body is over {max_bytes} bytes.")
     return raw
