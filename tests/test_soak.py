@@ -36,6 +36,7 @@ from webhook_worker.models import WebhookAttempt
 from webhook_worker.testing import encode_event
 
 from . import stack
+from .constants import CONNECT_SECRET, OLD_SECRET, SECRET
 from .faults import (
     Lane,
     assert_effects_exactly_once,
@@ -208,3 +209,7 @@ def test_soak(lane: Lane, handler_log):
     }
     print("\nsoak totals:\n" + "\n".join(f"  {k:<38} {v}" for k, v in totals.items()))
     assert sum(killer.kills.values()) >= 1
+    # No process logged a signing secret: web, workers (killed ones too), beat.
+    for proc in lane.procs:
+        for secret in (SECRET, OLD_SECRET, CONNECT_SECRET):
+            assert secret not in proc.log(), proc.name
