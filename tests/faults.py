@@ -9,13 +9,14 @@ the suite consumes that queue.
 from __future__ import annotations
 
 import hashlib
-import json
+import os
+import signal
 import socket
 import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -107,9 +108,6 @@ def make_lane(base_env: dict[str, str], log_dir: Path, **env: str) -> Lane:
 
 
 def kill_pid(pid: int) -> None:
-    import os
-    import signal
-
     with suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
 
@@ -363,25 +361,3 @@ def db_url_via(proxy: TcpProxy, db_url: str) -> str:
     parts = urlsplit(db_url)
     auth = parts.netloc.rsplit("@", 1)[0] + "@" if "@" in parts.netloc else ""
     return urlunsplit(parts._replace(netloc=f"{auth}127.0.0.1:{proxy.port}"))
-
-
-@dataclass
-class Totals:
-    """Figures a long run prints at the end."""
-
-    values: dict[str, Any] = field(default_factory=dict)
-
-    def add(self, key: str, n: int = 1) -> None:
-        with _totals_lock:
-            self.values[key] = self.values.get(key, 0) + n
-
-    def __str__(self) -> str:
-        return json.dumps(self.values, indent=2, sort_keys=True)
-
-
-_totals_lock = threading.Lock()
-
-
-def chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
