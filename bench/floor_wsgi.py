@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import threading
 import uuid
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
@@ -35,15 +36,16 @@ INSERT = (
     "ON CONFLICT (id) DO NOTHING RETURNING id"
 )
 
-_db: psycopg.Connection[Any] | None = None
+# One connection per thread, as Django keeps them (gunicorn's gthread workers).
+_local = threading.local()
 _redis: redis.Redis | None = None
 
 
 def _conn() -> psycopg.Connection[Any]:
-    global _db
-    if _db is None or _db.closed:
-        _db = psycopg.connect(os.environ["DATABASE_URL"], autocommit=True)
-    return _db
+    db: psycopg.Connection[Any] | None = getattr(_local, "db", None)
+    if db is None or db.closed:
+        db = _local.db = psycopg.connect(os.environ["DATABASE_URL"], autocommit=True)
+    return db
 
 
 def _broker() -> redis.Redis:

@@ -31,7 +31,7 @@ BATCHES = 20
 
 
 def cpu_us(fn: Callable[[], object], batch: int = BATCH, batches: int = BATCHES) -> float:
-    """CPU microseconds per call: 25th percentile over `batches` batches."""
+    """CPU microseconds per call: 25th percentile over `batches` batches (plus one warm-up)."""
     for _ in range(batch):
         fn()
     samples = []
@@ -155,6 +155,29 @@ def main(argv: list[str] | None = None) -> int:
                 cpu_us(lambda: broker.lpush("profile", celery_message("x", [parsed.id], "x"))),
             )
         )
+        # The worker's share: one attempt in a pool process, without Celery around it.
+        from bench.floor_celery import process as floor_process
+        from webhook_worker import dispatch
+
+        def stored_ids(count: int) -> Iterable[str]:
+            out = []
+            for _ in range(count):
+                event_id = next(ids)
+                WebhookEvent.objects.record(replace(parsed, id=event_id), body, "default")
+                out.append(event_id)
+            return iter(out)
+
+        ours_ids, floor_ids = stored_ids(total), stored_ids(total)
+        rows += [
+            (
+                "ours: one attempt (dispatch.process)",
+                cpu_us(lambda: dispatch.process(next(ours_ids), trigger="delivery")),
+            ),
+            (
+                "floor: one attempt (lock, update, commit)",
+                cpu_us(lambda: floor_process.run(next(floor_ids))),
+            ),
+        ]
         print()
         for name, value in rows:
             print(f"  {name:<46} {value:7.0f} µs CPU")
