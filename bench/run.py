@@ -1,6 +1,6 @@
 """`make bench`: the project against framework-free floors, side by side, in one run.
 
-    python -m bench.run                    # the documented run (~15 min)
+    python -m bench.run                    # the documented run (~20 min)
     python -m bench.run --quick            # ~3 min: 6 s trials, 3,000 events
     BENCH_DURATION=20 BENCH_ROUNDS=3 python -m bench.run
 
@@ -135,16 +135,23 @@ def vm_hwm_kib(pid: int) -> int:
     return 0
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU time of these processes so far (exited ones count 0)."""
-    total = 0
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a process so far; None once it has exited."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def cpu_used(before: dict[int, float | None], pids: list[int]) -> float:
+    """CPU seconds these processes used since `before`; those that exited meanwhile are left out."""
+    total = 0.0
     for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime in clock ticks
-    return total / os.sysconf("SC_CLK_TCK")
+        start, end = before.get(pid), cpu_seconds(pid)
+        if start is not None and end is not None:
+            total += end - start
+    return total
 
 
 def child_pids(pid: int) -> list[int]:
@@ -305,9 +312,9 @@ class Bench:
         tag, prefix = self.bodies.write(int(duration * BODIES_PER_SECOND))
         self.quiesce()
         groups = self.cpu_groups(web)
-        cpu_before = {name: cpu_seconds(pids) for name, pids in groups.items()}
+        cpu_before = {pid: cpu_seconds(pid) for pids in groups.values() for pid in pids}
         raw = self.wrk_result(self.wrk(web.url, prefix, "duration", duration))
-        cpu = {name: cpu_seconds(pids) - cpu_before[name] for name, pids in groups.items()}
+        cpu = {name: cpu_used(cpu_before, pids) for name, pids in groups.items()}
         time.sleep(0.5)  # let the requests in flight when wrk stopped finish
         rows = self.count(tag)
         self.bodies.remove(prefix)
@@ -762,7 +769,9 @@ def main(argv: list[str] | None = None) -> int:
     args.duration = args.duration or env_float("BENCH_DURATION", 6 if quick else 30)
     args.rounds = args.rounds or int(env_float("BENCH_ROUNDS", 2 if quick else 3))
     args.events = args.events or int(env_float("BENCH_EVENTS", 3000 if quick else 20000))
-    args.e2e_rounds = args.e2e_rounds or int(env_float("BENCH_E2E_ROUNDS", 1))
+    # Two interleaved end-to-end rounds: one round of each takes minutes, and a
+    # single pair can straddle a change in the machine's other load.
+    args.e2e_rounds = args.e2e_rounds or int(env_float("BENCH_E2E_ROUNDS", 1 if quick else 2))
     if not shutil.which("wrk"):
         print("wrk is not installed (make bench installs it: apt-get install -y wrk)")
         return 2
