@@ -1,4 +1,4 @@
-"""kombu's Redis transport, with one Redis client per channel instead of one per command.
+"""kombu's Redis transport: one Redis client per channel, and a worker that survives broker loss.
 
 kombu builds a new `redis.Redis` object for every command it sends outside
 the consumer loop: every publish, every ack, every task event. redis-py's
@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from kombu.transport import redis
+from redis import exceptions as redis_exceptions
 
 
 class RedisChannel(redis.Channel):
@@ -29,6 +30,17 @@ class RedisChannel(redis.Channel):
         if client:
             yield client
             return
+        transport = self.connection
+        if transport is None or transport.client is None:
+            # After the broker connection is lost, kombu still acks, and
+            # restores unacked messages, on channels it has already closed or
+            # detached from their connection. Building a client for them then
+            # fails with an AttributeError, which
+            # Celery's worker treats as unrecoverable and exits on; report it
+            # as the lost connection it is, which Celery recovers from. The
+            # unrestored messages stay in Redis' unacked set, and the
+            # sweeper covers the events in any case.
+            raise redis_exceptions.ConnectionError("the broker connection was closed")
         shared = self._shared_client
         # The pool is replaced after a fork or a disconnect; follow it.
         if shared is None or shared.connection_pool is not self.pool:
