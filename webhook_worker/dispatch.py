@@ -3,13 +3,13 @@
 An attempt is three short transactions, all under a Postgres advisory lock
 on the event id held by this worker's database session:
 
-1. claim: lock the row; leave finished events alone; mark it `processing`,
-   count the attempt and insert its `WebhookAttempt` row. Committed, so the
-   admin shows what is running, and a worker killed from here on leaves a
-   trace.
-2. run: lock the row again and call every matching handler inside one
-   `transaction.atomic()`; mark the event `succeeded` in the same
-   transaction. Either all handler writes and the success commit, or none do.
+1. claim: one statement (statements.claim_sql) that leaves finished events
+   alone, marks the event `processing`, counts the attempt and inserts its
+   `WebhookAttempt` row. Committed, so the admin shows what is running, and a
+   worker killed from here on leaves a trace.
+2. run: call every matching handler inside one `transaction.atomic()`, and
+   mark the event `succeeded` in the same transaction, fenced on the attempt
+   number. Either all handler writes and the success commit, or none do.
 3. on failure: after the rollback, record the error, traceback and the
    event's next state (`retrying` with a due time, or `failed`) in a
    transaction of its own, so a rolled-back attempt stays visible.
@@ -30,13 +30,14 @@ import traceback as tb
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.db import DatabaseError, OperationalError, connection, transaction
 from django.utils import timezone
 
 from webhook_ingest.models import WebhookEvent
 
+from . import statements
 from .models import WebhookAttempt
 from .retry import max_attempts, retry_delay
 from .webhooks import PermanentFailure, handlers_for
@@ -133,52 +134,56 @@ def _claim(
     event_id: str, trigger: str, worker: str, task_id: str
 ) -> tuple[WebhookEvent, WebhookAttempt] | AttemptResult:
     now = timezone.now()
-    with transaction.atomic():
-        # Losing this commit in a server crash only means the attempt runs
-        # again from the start, so it need not wait for the WAL flush.
-        with connection.cursor() as cursor:
-            cursor.execute("SET LOCAL synchronous_commit TO OFF")
-        event = WebhookEvent.objects.select_for_update().filter(pk=event_id).first()
-        if event is None:
-            logger.warning("event %s not found (pruned, or never committed); dropping", event_id)
-            return AttemptResult("missing")
-        if event.status in WebhookEvent.FINISHED:
-            return AttemptResult("skipped", detail=f"already {event.status}")
-        if (
-            event.status == Status.RETRYING
-            and trigger != WebhookAttempt.Trigger.MANUAL
-            and event.due_at > now + EARLY_SLACK
-        ):
-            return AttemptResult("skipped", detail="retry not due yet")
-        if event.status == Status.PROCESSING:
-            # We hold the lock, so nobody is running it: that worker died.
-            WebhookAttempt.objects.filter(event_id=event_id, outcome=Outcome.RUNNING).update(
-                outcome=Outcome.LOST,
-                finished_at=now,
-                error_class=error_class_name(WorkerLost()),
-                error_message=WORKER_LOST_MESSAGE,
-            )
-            if event.attempts >= max_attempts():
-                event.status = Status.FAILED
-                event.last_error = f"WorkerLost: {WORKER_LOST_MESSAGE}"
-                event.save(update_fields=["status", "last_error"])
-                logger.error(
-                    "event %s dead-lettered: its worker died on the last attempt", event_id
-                )
-                return AttemptResult("failed", error=WorkerLost(WORKER_LOST_MESSAGE))
-        event.status = Status.PROCESSING
-        event.attempts += 1
-        event.due_at = now
-        event.save(update_fields=["status", "attempts", "due_at"])
-        attempt = WebhookAttempt.objects.create(
-            event=event,
-            number=event.attempts,
-            trigger=trigger,
-            started_at=now,
-            worker=worker[:255],
-            task_id=task_id[:255],
+    manual = trigger == WebhookAttempt.Trigger.MANUAL
+    # One autocommit statement (statements.claim_sql). We hold the event's
+    # lock, so an event found `processing` has no live worker: that one died.
+    with connection.cursor() as cursor:
+        cursor.execute(
+            statements.claim_sql(),
+            {
+                "event_id": event_id,
+                "now": now,
+                "not_before": now + EARLY_SLACK,
+                "manual": manual,
+                "max_attempts": max_attempts(),
+                "trigger": trigger,
+                "worker": worker[:255],
+                "task_id": task_id[:255],
+                "lost_class": error_class_name(WorkerLost()),
+                "lost_message": WORKER_LOST_MESSAGE,
+                "lost_error": f"WorkerLost: {WORKER_LOST_MESSAGE}",
+            },
         )
+        row = cursor.fetchone()
+    if row is None:
+        return _unclaimed(event_id, now, manual)
+    fields = statements.event_fields()
+    event = WebhookEvent.from_db(connection.alias, fields, row[: len(fields)])
+    if event.status == Status.FAILED:
+        logger.error("event %s dead-lettered: its worker died on the last attempt", event_id)
+        return AttemptResult("failed", error=WorkerLost(WORKER_LOST_MESSAGE))
+    attempt = WebhookAttempt(
+        pk=row[len(fields)],
+        event=event,
+        number=event.attempts,
+        trigger=trigger,
+        started_at=now,
+        worker=worker[:255],
+        task_id=task_id[:255],
+    )
     return event, attempt
+
+
+def _unclaimed(event_id: str, now: datetime, manual: bool) -> AttemptResult:
+    """Why the claim found nothing to do (missing, finished, or a retry not yet due)."""
+    current = WebhookEvent.objects.filter(pk=event_id).values_list("status", "due_at").first()
+    if current is None:
+        logger.warning("event %s not found (pruned, or never committed); dropping", event_id)
+        return AttemptResult("missing")
+    status, due_at = current
+    if status == Status.RETRYING and not manual and due_at > now + EARLY_SLACK:
+        return AttemptResult("skipped", detail="retry not due yet")
+    return AttemptResult("skipped", detail=f"already {status}")
 
 
 class _Superseded(Exception):
@@ -190,25 +195,23 @@ def _run(event: WebhookEvent, attempt: WebhookAttempt) -> AttemptResult:
     started = time.perf_counter()
     try:
         with transaction.atomic():
-            current = (
-                WebhookEvent.objects.select_for_update()
-                .filter(pk=event.pk)
-                .values_list("status", "attempts")
-                .first()
-            )
-            if current != (Status.PROCESSING, attempt.number):
-                raise _Superseded
             for func in handlers:
                 func(event=event)
-            now = timezone.now()
-            WebhookEvent.objects.filter(pk=event.pk).update(
-                status=Status.SUCCEEDED, processed_at=now, last_error=""
-            )
-            WebhookAttempt.objects.filter(pk=attempt.pk).update(
-                outcome=Outcome.SUCCEEDED,
-                finished_at=now,
-                duration_ms=(time.perf_counter() - started) * 1000,
-            )
+            # Succeeded only if this attempt is still the event's current one
+            # (a manual retry may have reset it meanwhile); else roll back.
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    statements.finish_sql(),
+                    {
+                        "event_id": event.pk,
+                        "number": attempt.number,
+                        "attempt_id": attempt.pk,
+                        "now": timezone.now(),
+                        "duration_ms": (time.perf_counter() - started) * 1000,
+                    },
+                )
+                if cursor.rowcount != 1:
+                    raise _Superseded
     except _Superseded:
         return AttemptResult("skipped", detail="superseded by a later attempt")
     except Exception as exc:
