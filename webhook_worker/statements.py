@@ -56,9 +56,7 @@ def claim_sql() -> str:
     E, A = WebhookEvent, WebhookAttempt
     e = lambda name: f"e.{_col(E, name)}"  # noqa: E731
     exhausted = f"({e('status')} = '{PROCESSING}' AND {e('attempts')} >= %(max_attempts)s)"
-    returning = ", ".join(
-        f"e.{connection.ops.quote_name(f.column)}" for f in E._meta.concrete_fields
-    )
+    returning = ", ".join(f"e.{_col(E, f.name)}" for f in E._meta.concrete_fields)
     claimed_id, claimed_attempts = "claimed." + _col(E, "id"), "claimed." + _col(E, "attempts")
     attempt_columns = ", ".join(
         _col(A, name)
