@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test soak lint clean screenshot bench
+.PHONY: install run test test-rabbitmq soak lint clean screenshot bench
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit("Python 3.11+ is required, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
@@ -23,6 +23,13 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m devstack exec -- $(PY) -m pytest $(PYTEST_ARGS)
+
+# The broker-independent tests again with RabbitMQ as the broker (needs one
+# running; RABBITMQ_URL overrides the local default).
+RABBITMQ_URL ?= amqp://guest:guest@127.0.0.1:5672//
+test-rabbitmq: $(STAMP)
+	CELERY_BROKER_URL=$(RABBITMQ_URL) $(PY) -m devstack exec -- $(PY) -m pytest -q \
+		tests/test_pipeline.py tests/test_worker.py tests/test_commands.py tests/test_admin.py $(PYTEST_ARGS)
 
 # The long soak: 10,000 deliveries while workers are killed (tests/test_soak.py).
 soak: $(STAMP)
