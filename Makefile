@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-rabbitmq soak lint clean screenshot bench
+.PHONY: install run send test test-rabbitmq soak lint clean screenshot bench
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit("Python 3.11+ is required, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
@@ -20,6 +20,12 @@ install: $(STAMP)
 
 run: $(STAMP)
 	$(PY) -m devstack run
+
+# From another terminal while `make run` runs: one realistic, signed event of
+# TYPE, sent to it and waited for until processed.
+TYPE ?= customer.created
+send: $(STAMP)
+	$(PY) -m devstack attach -- $(PY) manage.py webhooks_send_test $(TYPE) --wait
 
 test: $(STAMP)
 	$(PY) -m devstack exec -- $(PY) -m pytest $(PYTEST_ARGS)

@@ -2,6 +2,7 @@
 
     python -m devstack run            # web, worker, beat and Flower (make run)
     python -m devstack exec -- CMD    # CMD with the services' URLs set (make test)
+    python -m devstack attach -- CMD  # CMD against the stack `run` is running (make send)
 
 Services whose URL is already in the environment (`DATABASE_URL`,
 `CELERY_BROKER_URL`) are used as they are; the missing ones are started from
@@ -11,6 +12,7 @@ PyPI wheels on free ports and stopped on exit.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import secrets
 import shutil
@@ -24,7 +26,18 @@ from pathlib import Path
 from .services import EmbeddedPostgres, EmbeddedRedis, free_port, port_open
 
 ROOT = Path(__file__).resolve().parent.parent
-STATE = ROOT / ".devstack"
+# Git-ignored; DEVSTACK_STATE moves it (the suite runs a whole stack in a temporary one).
+STATE = Path(os.environ.get("DEVSTACK_STATE") or ROOT / ".devstack")
+# What `attach` needs to reach the stack `run` is running; written at start, removed at exit.
+ATTACH_VARIABLES = (
+    "DATABASE_URL",
+    "CELERY_BROKER_URL",
+    "DJANGO_DEBUG",
+    "DJANGO_SECRET_KEY",
+    "STRIPE_WEBHOOK_SECRET",
+    "WEB_PORT",
+    "FLOWER_PORT",
+)
 
 
 def _persistent_secret(path: Path, prefix: str) -> str:
@@ -125,6 +138,13 @@ def cmd_run() -> int:
             # Only on the throwaway embedded database: a known local login.
             subprocess.run([*manage, "webhooks_dev_admin"], env=env, check=True)
 
+        attach_file = state / "attach.json"
+        attach_file.touch(mode=0o600)  # it holds the secrets
+        attach_file.write_text(
+            json.dumps(
+                {"pid": os.getpid(), "env": {k: env[k] for k in ATTACH_VARIABLES if k in env}}
+            )
+        )
         web = f"http://127.0.0.1:{env['WEB_PORT']}"
         lines = [
             "",
@@ -137,8 +157,7 @@ def cmd_run() -> int:
             f"  metrics         {web}/webhooks/metrics",
             f"  signing secret  {env['STRIPE_WEBHOOK_SECRET']}",
             "",
-            f"  send one:       .venv/bin/python manage.py webhooks_send_test "
-            f"customer.created --url {web}/webhooks/stripe/",
+            "  send one:       make send TYPE=customer.created   (from another terminal)",
             "  stop:           Ctrl-C",
             "",
         ]
@@ -148,9 +167,28 @@ def cmd_run() -> int:
             env=env,
             cwd=ROOT,
         )
-        code = _wait_for(proc)
+        try:
+            code = _wait_for(proc)
+        finally:
+            attach_file.unlink(missing_ok=True)
         print("devstack: stopping Postgres and Redis", flush=True)
         return code
+
+
+def cmd_attach(argv: list[str]) -> int:
+    """Run a command with the environment of the stack `devstack run` is running."""
+    if not argv:
+        print("devstack attach: give a command after --", file=sys.stderr)
+        return 2
+    attach_file = STATE / "run" / "attach.json"
+    try:
+        running = json.loads(attach_file.read_text())
+        os.kill(running["pid"], 0)
+    except (OSError, ValueError, KeyError):
+        print("devstack attach: no stack is running; start one with `make run`", file=sys.stderr)
+        return 2
+    env = _base_env() | running["env"]
+    return subprocess.run(argv, env=env, cwd=ROOT).returncode
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -164,10 +202,12 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("command", choices=["run", "exec"])
+    parser.add_argument("command", choices=["run", "exec", "attach"])
     args = parser.parse_args(argv)
     if args.command == "run":
         return cmd_run()
+    if args.command == "attach":
+        return cmd_attach(rest)
     return cmd_exec(rest)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from argparse import ArgumentParser
 from typing import Any
@@ -14,7 +15,8 @@ from webhook_ingest.conf import webhook_settings
 from webhook_ingest.models import WebhookEvent
 from webhook_worker.testing import EVENT_TYPES, build_event, encode_event, post_event
 
-DEFAULT_BASE_URL = "http://127.0.0.1:8000"
+# The local server: `make run` sets WEB_PORT when 8000 is taken.
+DEFAULT_BASE_URL = "http://127.0.0.1:{port}"
 
 
 class Command(BaseCommand):
@@ -28,7 +30,8 @@ class Command(BaseCommand):
         parser.add_argument("type", nargs="?", metavar="TYPE", help="e.g. customer.created")
         parser.add_argument(
             "--url",
-            help=f"the webhook URL (default: {DEFAULT_BASE_URL} plus the endpoint's path)",
+            help="the webhook URL (default: http://127.0.0.1:$WEB_PORT, or :8000, plus the "
+            "endpoint's path)",
         )
         parser.add_argument(
             "--endpoint",
@@ -107,7 +110,8 @@ class Command(BaseCommand):
         except NoReverseMatch:
             path = "/webhooks/stripe/" + ("" if name == "default" else f"{name}/")
         # The URL patterns make the trailing slash optional; Stripe's dashboard shows it.
-        return DEFAULT_BASE_URL + path.rstrip("/") + "/"
+        base = DEFAULT_BASE_URL.format(port=os.environ.get("WEB_PORT") or "8000")
+        return base + path.rstrip("/") + "/"
 
     def _wait(self, ids: list[str], timeout: float) -> None:
         deadline = time.monotonic() + timeout
