@@ -46,6 +46,10 @@ def test_successful_attempt_costs_a_fixed_number_of_statements():
     statements = own_statements(queries)
     assert len(statements) == STATEMENTS_PER_SUCCESSFUL_ATTEMPT, statements
     assert WebhookEvent.objects.get(pk=event_id).status == "succeeded"
+    # One WAL flush per attempt: the claim (second statement) commits without
+    # waiting for it, the run's commit waits for both.
+    assert statements[1].rstrip().endswith("SET LOCAL synchronous_commit TO off"), statements[1]
+    assert "synchronous_commit" not in " ".join(statements[2:])
 
 
 def test_redelivered_message_for_a_finished_event_costs_a_read_and_the_lock():

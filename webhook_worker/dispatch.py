@@ -32,6 +32,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+import psycopg
 from django.db import DatabaseError, OperationalError, connection, transaction
 from django.utils import timezone
 
@@ -138,8 +139,13 @@ def _claim(
     # One autocommit statement (statements.claim_sql). We hold the event's
     # lock, so an event found `processing` has no live worker: that one died.
     with connection.cursor() as cursor:
+        sql = statements.claim_sql()
+        # See ASYNC_COMMIT. Not inside a caller's transaction (it would make
+        # that commit asynchronous), nor with server-side binding (one statement per query).
+        if not connection.in_atomic_block and isinstance(cursor.cursor, psycopg.ClientCursor):
+            sql += statements.ASYNC_COMMIT
         cursor.execute(
-            statements.claim_sql(),
+            sql,
             {
                 "event_id": event_id,
                 "now": now,
