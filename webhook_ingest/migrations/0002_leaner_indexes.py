@@ -11,32 +11,24 @@ from django.contrib.postgres.operations import AddIndexConcurrently
 from django.db import migrations, models
 
 
-def _pk_pattern_index(schema_editor, model):
-    return schema_editor._create_index_name(model._meta.db_table, ["id"], suffix="_like")
+def _on_pk_pattern_index(sql):
+    """A migration step running `sql` on the primary key's LIKE index (Postgres only)."""
+
+    def step(apps, schema_editor):
+        if schema_editor.connection.vendor != "postgresql":
+            return
+        table = apps.get_model("webhook_ingest", "WebhookEvent")._meta.db_table
+        name = schema_editor._create_index_name(table, ["id"], suffix="_like")
+        qn = schema_editor.quote_name
+        schema_editor.execute(sql.format(index=qn(name), table=qn(table), column=qn("id")))
+
+    return step
 
 
-def drop_pk_pattern_index(apps, schema_editor):
-    if schema_editor.connection.vendor != "postgresql":
-        return
-    model = apps.get_model("webhook_ingest", "WebhookEvent")
-    schema_editor.execute(
-        "DROP INDEX CONCURRENTLY IF EXISTS %s"
-        % schema_editor.quote_name(_pk_pattern_index(schema_editor, model))
-    )
-
-
-def create_pk_pattern_index(apps, schema_editor):
-    if schema_editor.connection.vendor != "postgresql":
-        return
-    model = apps.get_model("webhook_ingest", "WebhookEvent")
-    schema_editor.execute(
-        "CREATE INDEX CONCURRENTLY IF NOT EXISTS %s ON %s (%s varchar_pattern_ops)"
-        % (
-            schema_editor.quote_name(_pk_pattern_index(schema_editor, model)),
-            schema_editor.quote_name(model._meta.db_table),
-            schema_editor.quote_name("id"),
-        )
-    )
+drop_pk_pattern_index = _on_pk_pattern_index("DROP INDEX CONCURRENTLY IF EXISTS {index}")
+create_pk_pattern_index = _on_pk_pattern_index(
+    "CREATE INDEX CONCURRENTLY IF NOT EXISTS {index} ON {table} ({column} varchar_pattern_ops)"
+)
 
 
 class Migration(migrations.Migration):
