@@ -241,6 +241,35 @@ def test_database_connection_killed_mid_attempt(lane: Lane, handler_log):
     assert worker.alive
 
 
+def test_database_connections_dropped_between_tasks_workers_reconnect(lane: Lane, handler_log):
+    """Every session the workers hold is terminated while they are idle (what a
+    database restart or failover does): the next task fails once on the dead
+    connection, the worker opens a new one, and every event completes. Celery
+    keeps connections across tasks unchecked (CELERY_DB_REUSE_MAX), so
+    without webhook_worker.tasks.drop_broken_connections each pool process
+    would fail every task until it recycled its connection."""
+    web, worker = lane.web(workers=1), lane.worker(concurrency=2)
+    url = f"{web.url}/webhooks/stripe/"
+    warm = [make_event("invoice.paid") for _ in range(4)]  # both pool processes connected
+    assert deliver_all(url, warm) == [200] * 4
+    for event in warm:
+        wait_for_status(event["id"], "succeeded", timeout=30)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+            "AND backend_type = 'client backend'"
+        )
+        assert cursor.fetchone()[0] >= 2  # the pool processes' sessions at least
+    after = [make_event("invoice.paid") for _ in range(10)]
+    assert deliver_all(url, after) == [200] * 10
+    ids = {e["id"]: e["type"] for e in warm + after}
+    wait_all_succeeded(list(ids), timeout=60, lane=lane)
+    assert_effects_exactly_once(ids)
+    assert_no_attempt_ran_twice(handler_log, ids)
+    assert worker.alive
+
+
 def test_database_unavailable_to_workers_then_back(lane: Lane, test_db_url, handler_log):
     """The workers lose the database (every connection dropped, new ones
     refused) while events are being processed; once it is back, every event

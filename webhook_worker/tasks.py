@@ -11,7 +11,8 @@ import os
 from typing import Any
 
 from celery import Task, shared_task
-from django.db import DatabaseError
+from celery.signals import task_postrun
+from django.db import DatabaseError, connections
 
 from . import dispatch, sweeper
 from .models import WebhookAttempt
@@ -67,6 +68,26 @@ def process_event(
         # Dead-lettered: show it as FAILURE in Flower too. Already recorded.
         raise result.error
     return result.outcome
+
+
+@task_postrun.connect(dispatch_uid="webhook_worker.tasks.drop_broken_connections")
+def drop_broken_connections(sender: Task | None = None, **kwargs: Any) -> None:
+    """After each of our tasks, close the database connections that failed or are too old.
+
+    Celery's Django fixup keeps connections across tasks (CELERY_DB_REUSE_MAX)
+    without looking at them, so a connection the server dropped (a restart, a
+    failover, an idle timeout) would fail every later task of the process.
+    This is what Django does around each request: a connection that saw an
+    error and no longer answers, or is older than CONN_MAX_AGE, is closed, and
+    the next task opens a new one.
+    """
+    if sender is None or not (sender.name or "").startswith("webhook_worker."):
+        return
+    if getattr(sender.request, "is_eager", False):
+        return  # inside the caller's request or transaction: not ours to close
+    for conn in connections.all(initialized_only=True):
+        if not conn.in_atomic_block:
+            conn.close_if_unusable_or_obsolete()
 
 
 @shared_task(name="webhook_worker.requeue_stale", ignore_result=True)
