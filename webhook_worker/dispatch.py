@@ -32,7 +32,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-import psycopg
 from django.db import DatabaseError, OperationalError, connection, transaction
 from django.utils import timezone
 
@@ -89,6 +88,15 @@ def error_class_name(exc: BaseException) -> str:
     )
 
 
+def _sends_one_query(cursor: object) -> bool:
+    """True for psycopg 3's client-side binding cursor, which sends "a; b" as one query."""
+    try:
+        from psycopg import ClientCursor
+    except ImportError:  # psycopg2, or no psycopg 3: one statement per query
+        return False
+    return isinstance(cursor, ClientCursor)
+
+
 @contextmanager
 def event_lock(event_id: str, wait: float = LOCK_WAIT_SECONDS) -> Iterator[bool]:
     """Hold the event's session-level advisory lock; yields False if a live session has it."""
@@ -142,7 +150,7 @@ def _claim(
         sql = statements.claim_sql()
         # See ASYNC_COMMIT. Not inside a caller's transaction (it would make
         # that commit asynchronous), nor with server-side binding (one statement per query).
-        if not connection.in_atomic_block and isinstance(cursor.cursor, psycopg.ClientCursor):
+        if not connection.in_atomic_block and _sends_one_query(cursor.cursor):
             sql += statements.ASYNC_COMMIT
         cursor.execute(
             sql,
