@@ -234,3 +234,59 @@ def test_succeeded_event_is_rerun_only_after_confirmation(client, handler_log):
     )
     assert [n for _, n, _ in handler_calls(handler_log, event["id"])].count("all") == 2
     assert WebhookEvent.objects.get(pk=event["id"]).status == "succeeded"
+
+
+@pytest.mark.django_db
+def test_event_page_offers_retry_only_with_the_change_permission(viewer, operator):
+    failed = store("invoice.payment_failed", "failed", attempts=4)
+    done = store("customer.created", "succeeded")
+    busy = store("invoice.paid", "processing", attempts=1)
+    page = lambda client, event: client.get(f"{CHANGELIST}{quote(event.id)}/change/")  # noqa: E731
+    retry_url = lambda event: f"{CHANGELIST}{quote(event.id)}/retry/"  # noqa: E731
+
+    assert "Retry this event" not in page(viewer, failed).content.decode()
+    assert viewer.post(retry_url(failed)).status_code == 403
+    assert WebhookEvent.objects.get(pk=failed.id).attempts == 4
+
+    html = page(operator, failed).content.decode()
+    assert "Retry this event" in html and f'action="{retry_url(failed)}"' in html
+    assert "Re-run this event" in page(operator, done).content.decode()
+    busy_html = page(operator, busy).content.decode()
+    assert "Retry this event" not in busy_html and "Re-run this event" not in busy_html
+    assert operator.get(retry_url(failed)).status_code == 405
+    assert operator.post(f"{CHANGELIST}evt_missing/retry/").status_code == 404
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("worker")
+def test_retry_from_the_event_page_requeues_it_and_comes_back_to_it(client, handler_log):
+    operator = staff_client("view", "change")
+    failing = make_event("invoice.payment_failed", behavior="fail_until:5")
+    post_signed(client, failing)
+    assert wait_for_status(failing["id"], "failed", timeout=60).attempts == 4
+    page = f"{CHANGELIST}{quote(failing['id'])}/change/"
+
+    response = operator.post(f"{CHANGELIST}{quote(failing['id'])}/retry/", follow=True)
+
+    assert response.redirect_chain == [(page, 302)]
+    assert "1 event queued for retry" in response.content.decode()
+    assert wait_for_status(failing["id"], "succeeded").attempts == 5
+
+    # A succeeded event: the confirmation page first, then the re-run.
+    ok = make_event("customer.created")
+    post_signed(client, ok)
+    wait_for_status(ok["id"], "succeeded")
+    retry = f"{CHANGELIST}{quote(ok['id'])}/retry/"
+    confirm = operator.post(retry)
+    assert confirm.status_code == 200 and "already succeeded" in confirm.content.decode()
+    assert WebhookEvent.objects.get(pk=ok["id"]).attempts == 1
+    # What the confirmation page's form posts back to the same URL.
+    confirmed = {"action": "rerun_selected", "_selected_action": [ok["id"]], "post": "yes"}
+    operator.post(retry, confirmed)
+    wait_until(
+        lambda: WebhookAttempt.objects.filter(
+            event_id=ok["id"], number=2, outcome="succeeded", trigger="manual"
+        ).exists(),
+        message="the re-run from the event page to succeed",
+    )
+    assert [n for _, n, _ in handler_calls(handler_log, ok["id"])].count("all") == 2

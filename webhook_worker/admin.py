@@ -12,9 +12,18 @@ from typing import Any
 
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
+from django.contrib.admin.utils import unquote
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import (
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseNotAllowed,
+    HttpResponseRedirect,
+)
 from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
@@ -127,6 +136,64 @@ class WebhookEventAdmin(ingest_admin.WebhookEventAdmin):
         }
         request.current_app = self.admin_site.name
         return TemplateResponse(request, "admin/webhook_worker/rerun_confirmation.html", context)
+
+    # --- the same, for the one event on its own page -------------------------
+
+    def get_urls(self) -> list[URLPattern]:
+        opts = self.opts
+        retry = path(
+            "<path:object_id>/retry/",
+            self.admin_site.admin_view(self.retry_view),
+            name=f"{opts.app_label}_{opts.model_name}_retry",
+        )
+        return [retry, *super().get_urls()]
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        event = self.get_object(request, unquote(object_id))
+        context = dict(extra_context or {})
+        if event is not None and self.has_retry_permission(request):
+            if event.status != WebhookEvent.Status.PROCESSING:
+                context["webhook_retry_url"] = reverse(
+                    f"{self.admin_site.name}:{self.opts.app_label}_{self.opts.model_name}_retry",
+                    args=[object_id],
+                )
+                context["webhook_retry_label"] = (
+                    "Re-run this event…"
+                    if event.status == WebhookEvent.Status.SUCCEEDED
+                    else "Retry this event"
+                )
+        return super().change_view(request, object_id, form_url, context)
+
+    def retry_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """POST: retry one event, as the list's actions do, then back to its page.
+
+        A succeeded event goes through the same confirmation page as "Re-run
+        selected events" first.
+        """
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        if not self.has_retry_permission(request):
+            raise PermissionDenied
+        event = self.get_object(request, unquote(object_id))
+        if event is None:
+            raise Http404("No such webhook event.")
+        one = WebhookEvent.objects.filter(pk=event.pk)
+        if event.status == WebhookEvent.Status.SUCCEEDED and request.POST.get("post") != "yes":
+            confirmation = self.rerun_selected(request, one)
+            assert confirmation is not None
+            return confirmation
+        if request.POST.get("post") == "yes":
+            self.rerun_selected(request, one)
+        else:
+            self.retry_selected(request, one)
+        change = f"{self.admin_site.name}:{self.opts.app_label}_{self.opts.model_name}_change"
+        return HttpResponseRedirect(reverse(change, args=[object_id]))
 
 
 if admin.site.is_registered(WebhookEvent):
