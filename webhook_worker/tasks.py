@@ -12,7 +12,7 @@ from typing import Any
 
 from celery import Task, shared_task
 from celery.signals import task_postrun
-from django.db import DatabaseError, connections
+from django.db import DatabaseError, close_old_connections
 
 from . import dispatch, sweeper
 from .models import WebhookAttempt
@@ -85,9 +85,7 @@ def drop_broken_connections(sender: Task | None = None, **kwargs: Any) -> None:
         return
     if getattr(sender.request, "is_eager", False):
         return  # inside the caller's request or transaction: not ours to close
-    for conn in connections.all(initialized_only=True):
-        if not conn.in_atomic_block:
-            conn.close_if_unusable_or_obsolete()
+    close_old_connections()
 
 
 @shared_task(name="webhook_worker.requeue_stale", ignore_result=True)
