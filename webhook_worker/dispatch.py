@@ -42,6 +42,11 @@ from .models import WebhookAttempt
 from .retry import max_attempts, retry_delay
 from .webhooks import PermanentFailure, handlers_for
 
+try:  # psycopg 3's client-side binding cursor sends "a; b" as one query
+    from psycopg import ClientCursor as OneQueryCursor
+except ImportError:  # psycopg2, or no psycopg 3: one statement per query
+    OneQueryCursor = None  # type: ignore[assignment,misc]
+
 logger = logging.getLogger(__name__)
 
 Status = WebhookEvent.Status
@@ -86,15 +91,6 @@ def error_class_name(exc: BaseException) -> str:
     return (
         cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
     )
-
-
-def _sends_one_query(cursor: object) -> bool:
-    """True for psycopg 3's client-side binding cursor, which sends "a; b" as one query."""
-    try:
-        from psycopg import ClientCursor
-    except ImportError:  # psycopg2, or no psycopg 3: one statement per query
-        return False
-    return isinstance(cursor, ClientCursor)
 
 
 @contextmanager
@@ -144,13 +140,15 @@ def _claim(
 ) -> tuple[WebhookEvent, WebhookAttempt] | AttemptResult:
     now = timezone.now()
     manual = trigger == WebhookAttempt.Trigger.MANUAL
+    worker, task_id = worker[:255], task_id[:255]
     # One autocommit statement (statements.claim_sql). We hold the event's
     # lock, so an event found `processing` has no live worker: that one died.
     with connection.cursor() as cursor:
         sql = statements.claim_sql()
         # See ASYNC_COMMIT. Not inside a caller's transaction (it would make
         # that commit asynchronous), nor with server-side binding (one statement per query).
-        if not connection.in_atomic_block and _sends_one_query(cursor.cursor):
+        one_query = OneQueryCursor is not None and isinstance(cursor.cursor, OneQueryCursor)
+        if one_query and not connection.in_atomic_block:
             sql += statements.ASYNC_COMMIT
         cursor.execute(
             sql,
@@ -161,8 +159,8 @@ def _claim(
                 "manual": manual,
                 "max_attempts": max_attempts(),
                 "trigger": trigger,
-                "worker": worker[:255],
-                "task_id": task_id[:255],
+                "worker": worker,
+                "task_id": task_id,
                 "lost_class": error_class_name(WorkerLost()),
                 "lost_message": WORKER_LOST_MESSAGE,
                 "lost_error": f"WorkerLost: {WORKER_LOST_MESSAGE}",
@@ -182,8 +180,8 @@ def _claim(
         number=event.attempts,
         trigger=trigger,
         started_at=now,
-        worker=worker[:255],
-        task_id=task_id[:255],
+        worker=worker,
+        task_id=task_id,
     )
     return event, attempt
 
