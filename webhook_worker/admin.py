@@ -12,7 +12,7 @@ from typing import Any
 
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
-from django.contrib.admin.utils import unquote
+from django.contrib.admin.utils import quote, unquote
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import (
@@ -139,36 +139,38 @@ class WebhookEventAdmin(ingest_admin.WebhookEventAdmin):
 
     # --- the same, for the one event on its own page -------------------------
 
+    def _url_name(self, view: str) -> str:
+        return f"{self.opts.app_label}_{self.opts.model_name}_{view}"
+
     def get_urls(self) -> list[URLPattern]:
-        opts = self.opts
         retry = path(
             "<path:object_id>/retry/",
             self.admin_site.admin_view(self.retry_view),
-            name=f"{opts.app_label}_{opts.model_name}_retry",
+            name=self._url_name("retry"),
         )
         return [retry, *super().get_urls()]
 
-    def change_view(
+    def render_change_form(
         self,
         request: HttpRequest,
-        object_id: str,
+        context: dict[str, Any],
+        add: bool = False,
+        change: bool = False,
         form_url: str = "",
-        extra_context: dict[str, Any] | None = None,
+        obj: WebhookEvent | None = None,
     ) -> HttpResponse:
-        event = self.get_object(request, unquote(object_id))
-        context = dict(extra_context or {})
-        if event is not None and self.has_retry_permission(request):
-            if event.status != WebhookEvent.Status.PROCESSING:
+        if obj is not None and obj.status != WebhookEvent.Status.PROCESSING:
+            if self.has_retry_permission(request):
                 context["webhook_retry_url"] = reverse(
-                    f"{self.admin_site.name}:{self.opts.app_label}_{self.opts.model_name}_retry",
-                    args=[object_id],
+                    f"{self.admin_site.name}:{self._url_name('retry')}",
+                    args=[quote(obj.pk)],
                 )
                 context["webhook_retry_label"] = (
                     "Re-run this event…"
-                    if event.status == WebhookEvent.Status.SUCCEEDED
+                    if obj.status == WebhookEvent.Status.SUCCEEDED
                     else "Retry this event"
                 )
-        return super().change_view(request, object_id, form_url, context)
+        return super().render_change_form(request, context, add, change, form_url, obj)
 
     def retry_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         """POST: retry one event, as the list's actions do, then back to its page.
@@ -184,15 +186,16 @@ class WebhookEventAdmin(ingest_admin.WebhookEventAdmin):
         if event is None:
             raise Http404("No such webhook event.")
         one = WebhookEvent.objects.filter(pk=event.pk)
-        if event.status == WebhookEvent.Status.SUCCEEDED and request.POST.get("post") != "yes":
+        confirmed = request.POST.get("post") == "yes"
+        if event.status == WebhookEvent.Status.SUCCEEDED and not confirmed:
             confirmation = self.rerun_selected(request, one)
             assert confirmation is not None
             return confirmation
-        if request.POST.get("post") == "yes":
+        if confirmed:
             self.rerun_selected(request, one)
         else:
             self.retry_selected(request, one)
-        change = f"{self.admin_site.name}:{self.opts.app_label}_{self.opts.model_name}_change"
+        change = f"{self.admin_site.name}:{self._url_name('change')}"
         return HttpResponseRedirect(reverse(change, args=[object_id]))
 
 
