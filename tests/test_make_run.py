@@ -22,7 +22,7 @@ import pytest
 
 from devstack.services import free_port, port_open
 
-from .stack import ROOT, wait_until
+from .stack import ROOT, Process, wait_until
 
 
 @pytest.fixture
@@ -59,24 +59,15 @@ def test_make_run_serves_a_signed_event_and_stops_on_ctrl_c(scratch_database, tm
         FLOWER_PORT=str(free_port()),
     )
     web_port, flower_port = int(env["WEB_PORT"]), int(env["FLOWER_PORT"])
-    log_path = tmp_path / "make-run.log"
-    with open(log_path, "wb") as log:
-        run = subprocess.Popen(
-            [sys.executable, "-m", "devstack", "run"],
-            env=env,
-            cwd=ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group, as in a terminal
-        )
-    output = lambda: log_path.read_text(errors="replace")  # noqa: E731
+    # In its own process group, as in a terminal.
+    run = Process("make-run", [sys.executable, "-m", "devstack", "run"], env, tmp_path).start()
     try:
         wait_until(
             lambda: port_open(web_port) and port_open(flower_port),
             timeout=90,
-            message=lambda: f"the stack to listen:\n{output()}",
+            message=lambda: f"the stack to listen:\n{run.log()}",
         )
-        banner = output()
+        banner = run.log()
         secret = json.loads((tmp_path / "state" / "run" / "attach.json").read_text())["env"][
             "STRIPE_WEBHOOK_SECRET"
         ]
@@ -98,18 +89,17 @@ def test_make_run_serves_a_signed_event_and_stops_on_ctrl_c(scratch_database, tm
             text=True,
             timeout=120,
         )
-        assert send.returncode == 0, send.stdout + send.stderr + output()
+        assert send.returncode == 0, send.stdout + send.stderr + run.log()
         assert ": 200 " in send.stdout
         assert "succeeded after 1 attempt(s)" in send.stdout, send.stdout
     finally:
         # Ctrl-C in the terminal: SIGINT to the whole foreground process group.
         os.killpg(run.pid, signal.SIGINT)
         try:
-            code = run.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(run.pid, signal.SIGKILL)
-            raise
-    assert code is not None
+            wait_until(lambda: not run.alive, timeout=60, message=run.log_tail)
+        finally:
+            if run.alive:  # it did not stop: the test has failed; clean up
+                run.kill()
     wait_until(lambda: not group_alive(run.pid), timeout=30, message="every process to exit")
     assert not port_open(web_port) and not port_open(flower_port)
     assert not (tmp_path / "state" / "run" / "attach.json").exists()
