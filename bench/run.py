@@ -46,7 +46,7 @@ import psycopg
 import redis
 
 from devstack.services import EmbeddedPostgres, EmbeddedRedis, free_port, port_open
-from tests.stack import Process, wait_until
+from tests.stack import Process, child_pids, wait_until
 from webhook_worker.testing import build_event, encode_event, sign_body
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -152,13 +152,6 @@ def cpu_used(before: dict[int, float | None], pids: list[int]) -> float:
         if start is not None and end is not None:
             total += end - start
     return total
-
-
-def child_pids(pid: int) -> list[int]:
-    try:
-        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except OSError:
-        return []
 
 
 class Web(Process):

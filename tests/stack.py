@@ -41,6 +41,14 @@ def wait_until(
         time.sleep(interval)
 
 
+def child_pids(pid: int) -> list[int]:
+    """Pids of the direct children of `pid` (Linux /proc); none once it has exited."""
+    try:
+        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
 class Process:
     """A subprocess with its own log file and process group."""
 
@@ -118,11 +126,7 @@ class Process:
     def children(self) -> list[int]:
         """Pids of direct children (a prefork worker's pool processes)."""
         assert self.proc is not None
-        path = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
-        try:
-            return [int(p) for p in path.read_text().split()]
-        except OSError:
-            return []
+        return child_pids(self.proc.pid)
 
 
 def python() -> str:
