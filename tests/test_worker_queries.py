@@ -1,8 +1,9 @@
 """The database cost of one attempt: a regression guard for the worker's hot path.
 
 dispatch.process runs in this process, against the real database, so every
-statement is counted: the advisory lock, the claim transaction, the run
-transaction (with the handlers' own writes, left out of the count), the unlock.
+statement is counted: the claim (which takes the advisory lock), the run
+transaction (with the handlers' own writes, left out of the count, and the
+finish, which releases the lock).
 """
 
 from __future__ import annotations
@@ -21,9 +22,9 @@ from .helpers import make_event
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-# lock; claim (one autocommit statement); run: BEGIN, the handlers' queries,
-# finish (one statement), COMMIT; unlock.
-STATEMENTS_PER_SUCCESSFUL_ATTEMPT = 6
+# claim and lock (one autocommit statement); run: BEGIN, the handlers'
+# queries, finish and unlock (one statement), COMMIT.
+STATEMENTS_PER_SUCCESSFUL_ATTEMPT = 4
 
 
 def stored(event_type: str) -> str:
@@ -46,10 +47,24 @@ def test_successful_attempt_costs_a_fixed_number_of_statements():
     statements = own_statements(queries)
     assert len(statements) == STATEMENTS_PER_SUCCESSFUL_ATTEMPT, statements
     assert WebhookEvent.objects.get(pk=event_id).status == "succeeded"
-    # One WAL flush per attempt: the claim (second statement) commits without
+    # One WAL flush per attempt: the claim (first statement) commits without
     # waiting for it, the run's commit waits for both.
-    assert statements[1].rstrip().endswith("SET LOCAL synchronous_commit TO off"), statements[1]
-    assert "synchronous_commit" not in " ".join(statements[2:])
+    assert statements[0].rstrip().endswith("SET LOCAL synchronous_commit TO off"), statements[0]
+    assert "synchronous_commit" not in " ".join(statements[1:])
+    # The lock is taken and released, in those two statements.
+    assert "pg_try_advisory_lock" in statements[0]
+    assert "pg_advisory_unlock" in statements[2]
+    assert not advisory_locks_held()
+
+
+def advisory_locks_held() -> list[tuple[int, int]]:
+    """The advisory locks this session holds (our namespace is the first key)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT classid::bigint, objid::bigint FROM pg_locks "
+            "WHERE locktype = 'advisory' AND pid = pg_backend_pid()"
+        )
+        return cursor.fetchall()
 
 
 def test_redelivered_message_for_a_finished_event_costs_a_read_and_the_lock():
@@ -58,5 +73,7 @@ def test_redelivered_message_for_a_finished_event_costs_a_read_and_the_lock():
     with CaptureQueriesContext(connection) as queries:
         result = dispatch.process(event_id, trigger="delivery")
     assert result.outcome == "skipped"
-    # lock; the claim, which finds nothing to do; the status, to say why; unlock.
-    assert len(own_statements(queries)) == 4, own_statements(queries)
+    # the claim, which takes the lock and finds nothing to do; the status,
+    # to say why; the unlock.
+    assert len(own_statements(queries)) == 3, own_statements(queries)
+    assert not advisory_locks_held()

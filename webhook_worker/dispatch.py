@@ -3,16 +3,19 @@
 An attempt is three short transactions, all under a Postgres advisory lock
 on the event id held by this worker's database session:
 
-1. claim: one statement (statements.claim_sql) that leaves finished events
-   alone, marks the event `processing`, counts the attempt and inserts its
-   `WebhookAttempt` row. Committed, so the admin shows what is running, and a
-   worker killed from here on leaves a trace.
+1. claim: one statement (statements.claim_sql) that takes the lock, leaves
+   finished events alone, marks the event `processing`, counts the attempt
+   and inserts its `WebhookAttempt` row. Committed, so the admin shows what
+   is running, and a worker killed from here on leaves a trace.
 2. run: call every matching handler inside one `transaction.atomic()`, and
    mark the event `succeeded` in the same transaction, fenced on the attempt
-   number. Either all handler writes and the success commit, or none do.
+   number (statements.finish_sql, which also releases the lock once the
+   event's row is locked by the update). Either all handler writes and the
+   success commit, or none do.
 3. on failure: after the rollback, record the error, traceback and the
    event's next state (`retrying` with a due time, or `failed`) in a
-   transaction of its own, so a rolled-back attempt stays visible.
+   transaction of its own, so a rolled-back attempt stays visible; then
+   release the lock.
 
 The advisory lock is what makes redelivery harmless. It belongs to the
 database session, so it outlives the transactions above and vanishes when
@@ -27,8 +30,6 @@ from __future__ import annotations
 import logging
 import time
 import traceback as tb
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -52,9 +53,7 @@ logger = logging.getLogger(__name__)
 Status = WebhookEvent.Status
 Outcome = WebhookAttempt.Outcome
 
-# First key of the two-key advisory lock: keeps our locks apart from any the
-# project takes itself. (ASCII "WHK1".)
-LOCK_NAMESPACE = 0x57484B31
+LOCK_NAMESPACE = statements.LOCK_NAMESPACE
 # How long a second copy waits for the lock before concluding that a live
 # worker has the event. Long enough for Postgres to notice a killed worker's
 # session and release its lock, short enough not to tie a worker up.
@@ -93,56 +92,66 @@ def error_class_name(exc: BaseException) -> str:
     )
 
 
-@contextmanager
-def event_lock(event_id: str, wait: float = LOCK_WAIT_SECONDS) -> Iterator[bool]:
-    """Hold the event's session-level advisory lock; yields False if a live session has it."""
-    key: list[int | str] = [LOCK_NAMESPACE, event_id]
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_try_advisory_lock(%s::int4, hashtext(%s::text))", key)
-        acquired = bool(cursor.fetchone()[0])
-        if not acquired and wait > 0:
-            cursor.execute(
-                "SELECT set_config('lock_timeout', %s, false)", [f"{int(wait * 1000)}ms"]
-            )
+class _EventLock:
+    """The event's session-level advisory lock, as this session holds it or not."""
+
+    def __init__(self, event_id: str) -> None:
+        self.key: list[int | str] = [LOCK_NAMESPACE, event_id]
+        self.held = False
+
+    def wait(self, seconds: float) -> bool:
+        """Block until the lock is free, for at most `seconds`; True if taken."""
+        with connection.cursor() as cursor:
+            timeout = f"{int(seconds * 1000)}ms"
+            cursor.execute("SELECT set_config('lock_timeout', %s, false)", [timeout])
             try:
-                cursor.execute("SELECT pg_advisory_lock(%s::int4, hashtext(%s::text))", key)
-                acquired = True
+                cursor.execute("SELECT pg_advisory_lock(%s::int4, hashtext(%s::text))", self.key)
+                self.held = True
             except OperationalError:
-                acquired = False
+                pass
             finally:
                 cursor.execute("SELECT set_config('lock_timeout', '0', false)")
-    try:
-        yield acquired
-    finally:
-        if acquired:
-            try:
-                with connection.cursor() as cursor:
-                    cursor.execute("SELECT pg_advisory_unlock(%s::int4, hashtext(%s::text))", key)
-            except DatabaseError:
-                pass  # session gone, and the lock with it
+        return self.held
+
+    def release(self) -> None:
+        if not self.held:
+            return
+        self.held = False
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_unlock(%s::int4, hashtext(%s::text))", self.key)
+        except DatabaseError:
+            pass  # session gone, and the lock with it
 
 
 def process(event_id: str, trigger: str, worker: str = "", task_id: str = "") -> AttemptResult:
     """Run one attempt at `event_id`. Safe to call any number of times, concurrently."""
-    with event_lock(event_id) as acquired:
-        if not acquired:
-            logger.info("event %s is being processed by another worker; leaving it", event_id)
-            return AttemptResult("busy", detail="another worker holds the event")
-        claimed = _claim(event_id, trigger, worker, task_id)
+    lock = _EventLock(event_id)
+    try:
+        claimed = _claim(lock, event_id, trigger, worker, task_id)
+        if claimed is None:  # a live session has the lock, or its owner just died
+            if LOCK_WAIT_SECONDS <= 0 or not lock.wait(LOCK_WAIT_SECONDS):
+                logger.info("event %s is being processed by another worker; leaving it", event_id)
+                return AttemptResult("busy", detail="another worker holds the event")
+            claimed = _claim(lock, event_id, trigger, worker, task_id)
         if isinstance(claimed, AttemptResult):
             return claimed
+        assert claimed is not None
         event, attempt = claimed
-        return _run(event, attempt)
+        return _run(lock, event, attempt)
+    finally:
+        lock.release()
 
 
 def _claim(
-    event_id: str, trigger: str, worker: str, task_id: str
-) -> tuple[WebhookEvent, WebhookAttempt] | AttemptResult:
+    lock: _EventLock, event_id: str, trigger: str, worker: str, task_id: str
+) -> tuple[WebhookEvent, WebhookAttempt] | AttemptResult | None:
+    """Take the lock (unless held) and claim the event; None if another session has the lock."""
     now = timezone.now()
     manual = trigger == WebhookAttempt.Trigger.MANUAL
     worker, task_id = worker[:255], task_id[:255]
-    # One autocommit statement (statements.claim_sql). We hold the event's
-    # lock, so an event found `processing` has no live worker: that one died.
+    # One autocommit statement (statements.claim_sql). Under the event's
+    # lock, an event found `processing` has no live worker: that one died.
     with connection.cursor() as cursor:
         sql = statements.claim_sql()
         # See ASYNC_COMMIT. Not inside a caller's transaction (it would make
@@ -150,9 +159,14 @@ def _claim(
         one_query = OneQueryCursor is not None and isinstance(cursor.cursor, OneQueryCursor)
         if one_query and not connection.in_atomic_block:
             sql += statements.ASYNC_COMMIT
+        taking = not lock.held
+        # Until the statement says otherwise: if it fails after taking the
+        # lock (session-level locks survive errors), release() gives it back.
+        lock.held = True
         cursor.execute(
             sql,
             {
+                "lock": taking,
                 "event_id": event_id,
                 "now": now,
                 "not_before": now + EARLY_SLACK,
@@ -167,15 +181,18 @@ def _claim(
             },
         )
         row = cursor.fetchone()
-    if row is None:
-        return _unclaimed(event_id, now, manual)
+    lock.held = bool(row[0])
+    if not lock.held:
+        return None
     fields = statements.event_fields()
-    event = WebhookEvent.from_db(connection.alias, fields, row[: len(fields)])
+    if row[1] is None:  # no event id: nothing claimed
+        return _unclaimed(event_id, now, manual)
+    event = WebhookEvent.from_db(connection.alias, fields, row[1 : len(fields) + 1])
     if event.status == Status.FAILED:
         logger.error("event %s dead-lettered: its worker died on the last attempt", event_id)
         return AttemptResult("failed", error=WorkerLost(WORKER_LOST_MESSAGE))
     attempt = WebhookAttempt(
-        pk=row[len(fields)],
+        pk=row[len(fields) + 1],
         event=event,
         number=event.attempts,
         trigger=trigger,
@@ -202,7 +219,7 @@ class _Superseded(Exception):
     """Another attempt took the event over; commit nothing."""
 
 
-def _run(event: WebhookEvent, attempt: WebhookAttempt) -> AttemptResult:
+def _run(lock: _EventLock, event: WebhookEvent, attempt: WebhookAttempt) -> AttemptResult:
     handlers = handlers_for(event.type)
     started = time.perf_counter()
     try:
@@ -211,6 +228,7 @@ def _run(event: WebhookEvent, attempt: WebhookAttempt) -> AttemptResult:
                 func(event=event)
             # Succeeded only if this attempt is still the event's current one
             # (a manual retry may have reset it meanwhile); else roll back.
+            # The same statement releases the lock (see finish_sql).
             with connection.cursor() as cursor:
                 cursor.execute(
                     statements.finish_sql(),
@@ -222,7 +240,9 @@ def _run(event: WebhookEvent, attempt: WebhookAttempt) -> AttemptResult:
                         "duration_ms": (time.perf_counter() - started) * 1000,
                     },
                 )
-                if cursor.rowcount != 1:
+                marked, _ = cursor.fetchone()
+                lock.held = False
+                if marked != 1:
                     raise _Superseded
     except _Superseded:
         return AttemptResult("skipped", detail="superseded by a later attempt")

@@ -1,10 +1,11 @@
 """The worker's hot-path statements, each a single round trip.
 
-A successful attempt costs six round trips: take the advisory lock, claim
-(one autocommit statement), BEGIN, finish (one statement, after the
-handlers' own queries), COMMIT, release the lock. They are written in SQL
-because the ORM needs a round trip per row it touches, and on a busy worker
-each round trip costs about as much CPU as a handler that does little.
+A successful attempt costs four round trips: claim (one autocommit
+statement that also takes the event's advisory lock), BEGIN, finish (one
+statement, after the handlers' own queries, that also releases the lock),
+COMMIT. They are written in SQL because the ORM needs a round trip per row
+it touches, and on a busy worker each round trip costs about as much CPU as
+a handler that does little.
 """
 
 from __future__ import annotations
@@ -37,8 +38,14 @@ def _col(model: type[Model], name: str) -> str:
     return connection.ops.quote_name(field.column)  # type: ignore[union-attr,arg-type]
 
 
+# First key of the two-key advisory lock on an event: keeps our locks apart
+# from any the project takes itself. (ASCII "WHK1".)
+LOCK_NAMESPACE = 0x57484B31
+LOCK_KEY = f"{LOCK_NAMESPACE}::int4, hashtext(%(event_id)s::text)"
+
+
 def event_fields() -> list[str]:
-    """Attribute names of the columns `claim_sql` returns, in order."""
+    """Attribute names of the columns `claim_sql` returns after the lock flag, in order."""
     return [f.attname for f in WebhookEvent._meta.concrete_fields]
 
 
@@ -52,14 +59,20 @@ ASYNC_COMMIT = ";\nSET LOCAL synchronous_commit TO off"
 
 @cache
 def claim_sql() -> str:
-    """Claim an event for an attempt, or return no row.
+    """Take the event's advisory lock and claim the event for an attempt.
 
-    In one statement: an unfinished event (a `retrying` one only once due,
+    With `%(lock)s` true, first try the session-level advisory lock
+    (`pg_try_advisory_lock`, before any row is read: the UPDATE's condition
+    on it is a one-time filter); with it false, the caller holds it already.
+    Then, in the same statement: an unfinished event (a `retrying` one only once due,
     unless the attempt is manual) becomes `processing` with one more attempt,
     attempts left `running` by a dead worker become `lost`, and the new
     attempt's row is inserted. An event found `processing` with no attempts
     left (its worker died on the last one) becomes `failed` instead.
-    Returns the event's columns and the new attempt's id.
+    Returns one row: whether the lock is held, then the event's columns and
+    the new attempt's id (all NULL when nothing was claimed). The statement's
+    snapshot predates the lock; a row another session changed since is
+    re-read by the UPDATE (READ COMMITTED), so a finished attempt is seen.
     """
     E, A = WebhookEvent, WebhookAttempt
     e = lambda name: f"e.{_col(E, name)}"  # noqa: E731
@@ -74,7 +87,10 @@ def claim_sql() -> str:
         )
     )  # fmt: skip
     return f"""
-        WITH claimed AS (
+        WITH lock AS (
+            SELECT CASE WHEN %(lock)s THEN pg_try_advisory_lock({LOCK_KEY}) ELSE true END AS held
+        ),
+        claimed AS (
             UPDATE {_table(E)} AS e SET
                 {_col(E, "status")} = CASE WHEN {exhausted}
                     THEN '{FAILED}' ELSE '{PROCESSING}' END,
@@ -83,7 +99,7 @@ def claim_sql() -> str:
                 {_col(E, "due_at")} = %(now)s,
                 {_col(E, "last_error")} = CASE WHEN {exhausted}
                     THEN %(lost_error)s ELSE {e("last_error")} END
-            WHERE {e("id")} = %(event_id)s
+            WHERE (SELECT held FROM lock) AND {e("id")} = %(event_id)s
               AND {e("status")} IN ('{PENDING}', '{RETRYING}', '{PROCESSING}')
               AND ({e("status")} <> '{RETRYING}' OR %(manual)s OR {e("due_at")} <= %(not_before)s)
             RETURNING {returning}
@@ -104,16 +120,22 @@ def claim_sql() -> str:
             FROM claimed WHERE claimed.{_col(E, "status")} = '{PROCESSING}'
             RETURNING {_col(A, "id")}
         )
-        SELECT claimed.*, (SELECT {_col(A, "id")} FROM new_attempt) FROM claimed
+        SELECT lock.held, claimed.*, (SELECT {_col(A, "id")} FROM new_attempt)
+        FROM lock LEFT JOIN claimed ON true
     """
 
 
 @cache
 def finish_sql() -> str:
-    """Mark the event `succeeded` and its attempt with it, if the attempt is still current.
+    """Mark the event `succeeded` and its attempt with it, if current; release the lock.
 
-    Updates one row (the attempt) when it is, none when another attempt took
-    the event over: the caller then rolls the handlers' writes back.
+    Returns how many attempts it marked: 1 when the attempt is still the
+    event's current one, 0 when another attempt took the event over (the
+    caller then rolls the handlers' writes back). The lock is released only
+    after the event's row is updated, and so locked until this transaction
+    ends: a second copy that takes the lock then waits on the row, and sees
+    the outcome once this commits or rolls back. A session-level unlock takes
+    effect at once, whatever becomes of the transaction.
     """
     E, A = WebhookEvent, WebhookAttempt
     return f"""
@@ -126,10 +148,16 @@ def finish_sql() -> str:
               AND {_col(E, "status")} = '{PROCESSING}'
               AND {_col(E, "attempts")} = %(number)s
             RETURNING 1
+        ),
+        finished AS (
+            UPDATE {_table(A)} SET
+                {_col(A, "outcome")} = '{_Outcome.SUCCEEDED.value}',
+                {_col(A, "finished_at")} = %(now)s,
+                {_col(A, "duration_ms")} = %(duration_ms)s
+            WHERE {_col(A, "id")} = %(attempt_id)s AND EXISTS (SELECT 1 FROM done)
+            RETURNING 1
         )
-        UPDATE {_table(A)} SET
-            {_col(A, "outcome")} = '{_Outcome.SUCCEEDED.value}',
-            {_col(A, "finished_at")} = %(now)s,
-            {_col(A, "duration_ms")} = %(duration_ms)s
-        WHERE {_col(A, "id")} = %(attempt_id)s AND EXISTS (SELECT 1 FROM done)
+        -- The aggregate reads every row of `finished` before the unlock runs.
+        SELECT marked.n, pg_advisory_unlock({LOCK_KEY})
+        FROM (SELECT count(*) AS n FROM finished) AS marked
     """
