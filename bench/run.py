@@ -69,6 +69,7 @@ BODIES_PER_SECOND = 2500
 DEFAULT_GUNICORN = (
     "--workers=2 --worker-class=gthread --threads=8 --access-logfile=- --graceful-timeout=10"
 )
+# Celery prefork processes, ours and the floor's alike: the Procfile's default.
 WORKER_CONCURRENCY = 2
 # End to end posts its events in chunks signed just before they are sent.
 E2E_CHUNK = 5000
@@ -179,10 +180,12 @@ class Web(Process):
 class Worker(Process):
     """A prefork Celery worker; `app` is `config` (ours) or `bench.floor_celery`."""
 
-    def __init__(self, name: str, app: str, queue: str, env: dict[str, str], logs: Path):
+    def __init__(
+        self, name: str, app: str, queue: str, env: dict[str, str], logs: Path, concurrency: int
+    ):
         argv = [
             PY, "-m", "celery", "-A", app, "worker", "--loglevel=INFO",
-            f"--concurrency={WORKER_CONCURRENCY}", f"--hostname={name}@%h", f"--queues={queue}",
+            f"--concurrency={concurrency}", f"--hostname={name}@%h", f"--queues={queue}",
         ]  # fmt: skip
         super().__init__(name, argv, env, logs)
 
@@ -460,13 +463,14 @@ class Bench:
         for r in range(args.e2e_rounds):
             for name in names if r % 2 == 0 else names[::-1]:
                 if name == "floor":
-                    worker = Worker("floor", "bench.floor_celery", "floor", self.env, self.logs)
+                    app, queue = "bench.floor_celery", "floor"
+                    worker = Worker(name, app, queue, self.env, self.logs, args.concurrency)
                     results["e2e"]["floor"].append(self.e2e_trial(floor, worker, args.events))
                 else:
                     # An end-to-end variant posts to the ingest variant of its name, if any.
                     web = next((w for w in variants if w.name == name), ours)
                     env = e2e_variants[name]
-                    worker = Worker(name, "config", "celery", env, self.logs)
+                    worker = Worker(name, "config", "celery", env, self.logs, args.concurrency)
                     results["e2e"][name].append(self.e2e_trial(web, worker, args.events))
         for web in variants:
             self.halt(web)
@@ -476,7 +480,7 @@ class Bench:
         for r in range(args.rounds):
             for kind in ("noop", "sleep") if r % 2 == 0 else ("sleep", "noop"):
                 env = dict(self.env, BENCH_HANDLER_SLEEP="0.2" if kind == "sleep" else "0")
-                worker = Worker(kind, "config", "celery", env, self.logs)
+                worker = Worker(kind, "config", "celery", env, self.logs, args.concurrency)
                 self.launch(worker)
                 results["slow"][kind].append(self.ingest_trial(ours, args.duration))
                 self.halt(worker)
@@ -559,6 +563,7 @@ def summarise(results: dict[str, Any]) -> dict[str, Any]:
 
 def render(report: dict[str, Any]) -> str:
     s, meta = report["summary"], report["meta"]
+    concurrency = meta.get("concurrency", WORKER_CONCURRENCY)
     lines = [
         f"Run `{meta['label']}` on {meta['date']} at commit {meta['commit']} "
         f"({meta['machine']}; {meta['settings']}).",
@@ -616,7 +621,8 @@ def render(report: dict[str, Any]) -> str:
     if "slow" in s:
         lines += [
             "",
-            "**Slow handlers**: our ingest while our worker (2 processes) drains the queue",
+            f"**Slow handlers**: our ingest while our worker ({concurrency} processes) "
+            "drains the queue",
             "",
             "| worker running | req/s | p50 ms | p90 ms | p99 ms |",
             "|---|---:|---:|---:|---:|",
@@ -739,6 +745,12 @@ def main(argv: list[str] | None = None) -> int:
         default=os.environ.get("BENCH_GUNICORN", DEFAULT_GUNICORN),
         help=f"gunicorn options for ours and the floor ({DEFAULT_GUNICORN!r})",
     )
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=int(env_float("BENCH_WORKER_CONCURRENCY", WORKER_CONCURRENCY)),
+        help=f"Celery prefork processes, ours and the floor's ({WORKER_CONCURRENCY})",
+    )
     parser.add_argument("--label", default="latest", help="name of bench/results/<label>.json")
     parser.add_argument("--no-doc", action="store_true", help="do not touch docs/")
     parser.add_argument(
@@ -799,11 +811,12 @@ def main(argv: list[str] | None = None) -> int:
             "settings": (
                 f"{args.rounds} ingest rounds of {args.duration:.0f} s, "
                 f"gunicorn `{args.gunicorn}`, "
-                f"Celery prefork concurrency {WORKER_CONCURRENCY}, Postgres fsync on, "
+                f"Celery prefork concurrency {args.concurrency}, Postgres fsync on, "
                 f"{(time.monotonic() - started) / 60:.0f} min in all"
             ),
             "body_bytes": bench.bodies.size,
             "events": args.events,
+            "concurrency": args.concurrency,
         },
         "summary": summarise(results),
         "results": results,
