@@ -24,10 +24,27 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from django.db import transaction
+from django.http import HttpRequest, JsonResponse
+from django.urls import path
+from django.views.decorators.csrf import csrf_exempt
+
 from bench.run import ROOT, Bench, log
 
 BATCH = 100
 BATCHES = 20
+
+
+def empty_view(request: HttpRequest) -> JsonResponse:
+    """Django's share of a request: read the body, answer what our view answers."""
+    request.read()
+    return JsonResponse({"received": True, "id": "evt_empty", "duplicate": False})
+
+
+# This module is also the URLconf of the empty-view measurement.
+urlpatterns = [
+    path("webhooks/stripe/", csrf_exempt(transaction.non_atomic_requests(empty_view))),
+]
 
 
 def cpu_us(fn: Callable[[], object], batch: int = BATCH, batches: int = BATCHES) -> float:
@@ -124,6 +141,29 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(
             ("floor: whole request", cpu_us(wsgi_caller(floor_app, signed_bodies(bench, total))))
         )
+        # The same request with the publish left out, and Django alone: an
+        # empty view behind the same middleware, URL resolution and response.
+        from django.test import override_settings
+
+        import webhook_ingest.views as views
+
+        views.enqueue_event = lambda *args, **kwargs: True
+        try:
+            rows.append(
+                (
+                    "ours: whole request, no publish",
+                    cpu_us(wsgi_caller(our_app, signed_bodies(bench, total))),
+                )
+            )
+        finally:
+            views.enqueue_event = enqueue_event
+        with override_settings(ROOT_URLCONF="bench.profile"):
+            rows.append(
+                (
+                    "Django: empty view, same middleware",
+                    cpu_us(wsgi_caller(our_app, signed_bodies(bench, total))),
+                )
+            )
         body = bench.bodies.template
         header = sign_body(body, bench.secret)
         endpoint = webhook_settings.endpoint("default")
