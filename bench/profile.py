@@ -29,7 +29,8 @@ from django.http import HttpRequest, JsonResponse
 from django.urls import path
 from django.views.decorators.csrf import csrf_exempt
 
-from bench.run import ROOT, Bench, log
+from bench.run import ROOT, Bench, cpu_seconds, log
+from tests.stack import child_pids
 
 BATCH = 100
 BATCHES = 20
@@ -59,6 +60,32 @@ def cpu_us(fn: Callable[[], object], batch: int = BATCH, batches: int = BATCHES)
         samples.append((time.process_time() - start) / batch)
     samples.sort()
     return 1e6 * samples[len(samples) // 4]
+
+
+def client_backends(bench: Bench) -> list[int]:
+    """The Postgres processes serving client connections (not the background workers)."""
+    assert bench.pg.process is not None
+    pids = []
+    for pid in child_pids(bench.pg.process.pid):
+        try:
+            title = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"127.0.0.1" in title or b"[local]" in title:
+            pids.append(pid)
+    return pids
+
+
+def postgres_cpu_us(bench: Bench, fn: Callable[[], object], calls: int = 2000) -> float:
+    """CPU microseconds per call in the Postgres backends serving clients, read from /proc."""
+    before = {pid: cpu_seconds(pid) for pid in client_backends(bench)}
+    for _ in range(calls):
+        fn()
+    total = 0.0
+    for pid in client_backends(bench):
+        end, start = cpu_seconds(pid), before.get(pid)
+        total += (end or 0.0) - (start or 0.0)
+    return 1e6 * total / calls
 
 
 def wsgi_caller(app: Any, bodies: Iterable[tuple[str, bytes]]) -> Callable[[], None]:
@@ -218,9 +245,36 @@ def main(argv: list[str] | None = None) -> int:
                 cpu_us(lambda: floor_process.run(next(floor_ids))),
             ),
         ]
+        # Postgres' side of the same work (new event ids, same table).
+        calls = 2000
+        server_rows = [
+            (
+                "Postgres: ours, one request",
+                postgres_cpu_us(bench, wsgi_caller(our_app, signed_bodies(bench, calls)), calls),
+            ),
+            (
+                "Postgres: floor, one request",
+                postgres_cpu_us(bench, wsgi_caller(floor_app, signed_bodies(bench, calls)), calls),
+            ),
+        ]
+        ours_ids, floor_ids = stored_ids(calls), stored_ids(calls)
+        server_rows += [
+            (
+                "Postgres: ours, one attempt",
+                postgres_cpu_us(
+                    bench, lambda: dispatch.process(next(ours_ids), trigger="delivery"), calls
+                ),
+            ),
+            (
+                "Postgres: floor, one attempt",
+                postgres_cpu_us(bench, lambda: floor_process.run(next(floor_ids)), calls),
+            ),
+        ]
         print()
         for name, value in rows:
             print(f"  {name:<46} {value:7.0f} µs CPU")
+        for name, value in server_rows:
+            print(f"  {name:<46} {value:7.0f} µs CPU (server)")
         print()
         if args.pyinstrument:
             from pyinstrument import Profiler

@@ -63,7 +63,7 @@ CONNECTIONS = 16
 WRK_THREADS = 1
 # Bodies written per second of an ingest trial; a thread that runs out
 # starts over and the trial is flagged, so keep this above any rate seen.
-BODIES_PER_SECOND = 2500
+BODIES_PER_SECOND = 4000
 # gunicorn options for ours and the floor alike: the reference Procfile's web
 # command (gthread, so slow clients cannot hold a worker).
 DEFAULT_GUNICORN = (

@@ -28,3 +28,7 @@ if os.environ.get("BENCH_STOCK_TRANSPORT"):  # kombu's own Redis transport
     globals().pop("CELERY_BROKER_TRANSPORT", None)
 if os.environ.get("BENCH_STOCK_CONSUMER"):  # Celery's consumer: one publish per task event
     CELERY_WORKER_CONSUMER = "celery.worker.consumer:Consumer"
+if os.environ.get("BENCH_SERVER_SIDE_BINDING"):  # psycopg 3: parameters sent apart from the SQL
+    DATABASES["default"].setdefault("OPTIONS", {})["server_side_binding"] = (
+        os.environ["BENCH_SERVER_SIDE_BINDING"] == "1"
+    )
