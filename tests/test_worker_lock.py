@@ -158,3 +158,29 @@ def test_second_copy_waits_for_the_running_attempt_and_runs_nothing(monkeypatch)
         WebhookAttempt.objects.filter(event_id=event_id).values_list("outcome", flat=True)
     ) == ["succeeded"]
     assert our_locks_anywhere() == 0
+
+
+def test_failure_record_leaves_an_attempt_another_worker_closed(other_worker, monkeypatch):
+    """The finish releases the lock before its commit: if that fails, another may take over."""
+    event_id = stored()
+    attempts, events = WebhookAttempt._meta.db_table, WebhookEvent._meta.db_table
+
+    def taken_over(event: Any, **kwargs: Any) -> None:
+        # Meanwhile another worker closed this attempt as lost and started its own.
+        other_worker.execute(
+            f"UPDATE {attempts} SET outcome = 'lost' WHERE event_id = %s AND outcome = 'running'",
+            [event_id],
+        )
+        other_worker.execute(
+            f"UPDATE {events} SET attempts = attempts + 1 WHERE id = %s", [event_id]
+        )
+        raise RuntimeError("the run failed")
+
+    monkeypatch.setattr(dispatch, "handlers_for", lambda event_type: [taken_over])
+
+    result = dispatch.process(event_id, trigger="delivery")
+
+    assert result.outcome == "skipped", result
+    attempt = WebhookAttempt.objects.get(event_id=event_id)
+    assert (attempt.outcome, attempt.error_class) == ("lost", "")
+    assert our_locks_anywhere() == 0

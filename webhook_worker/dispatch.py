@@ -275,7 +275,10 @@ def _record_failure(
             due_at=now if delay is None else now + timedelta(seconds=delay),
             last_error=f"{error_class}: {message}"[:MAX_ERROR_MESSAGE],
         )
-        WebhookAttempt.objects.filter(pk=attempt.pk).update(
+        # Only while the attempt is still open: a worker that took the event
+        # over (possible once the finish released the lock, if the commit
+        # then failed) has closed it as lost, and that record stands.
+        WebhookAttempt.objects.filter(pk=attempt.pk, outcome=Outcome.RUNNING).update(
             outcome=Outcome.FAILED if delay is None else Outcome.RETRY,
             finished_at=now,
             duration_ms=duration_ms,
