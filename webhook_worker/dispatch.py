@@ -96,7 +96,7 @@ class _EventLock:
     """The event's session-level advisory lock, as this session holds it or not."""
 
     def __init__(self, event_id: str) -> None:
-        self.key: list[int | str] = [LOCK_NAMESPACE, event_id]
+        self.params = {"event_id": event_id}
         self.held = False
 
     def wait(self, seconds: float) -> bool:
@@ -105,7 +105,7 @@ class _EventLock:
             timeout = f"{int(seconds * 1000)}ms"
             cursor.execute("SELECT set_config('lock_timeout', %s, false)", [timeout])
             try:
-                cursor.execute("SELECT pg_advisory_lock(%s::int4, hashtext(%s::text))", self.key)
+                cursor.execute(f"SELECT pg_advisory_lock({statements.LOCK_KEY})", self.params)
                 self.held = True
             except OperationalError:
                 pass
@@ -119,7 +119,7 @@ class _EventLock:
         self.held = False
         try:
             with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_unlock(%s::int4, hashtext(%s::text))", self.key)
+                cursor.execute(f"SELECT pg_advisory_unlock({statements.LOCK_KEY})", self.params)
         except DatabaseError:
             pass  # session gone, and the lock with it
 
