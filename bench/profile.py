@@ -29,7 +29,7 @@ from django.http import HttpRequest, JsonResponse
 from django.urls import path
 from django.views.decorators.csrf import csrf_exempt
 
-from bench.run import ROOT, Bench, cpu_seconds, log
+from bench.run import ROOT, Bench, cpu_seconds, cpu_used, log
 from tests.stack import child_pids
 
 BATCH = 100
@@ -81,11 +81,7 @@ def postgres_cpu_us(bench: Bench, fn: Callable[[], object], calls: int = 2000) -
     before = {pid: cpu_seconds(pid) for pid in client_backends(bench)}
     for _ in range(calls):
         fn()
-    total = 0.0
-    for pid in client_backends(bench):
-        end, start = cpu_seconds(pid), before.get(pid)
-        total += (end or 0.0) - (start or 0.0)
-    return 1e6 * total / calls
+    return 1e6 * cpu_used(before, client_backends(bench)) / calls
 
 
 def wsgi_caller(app: Any, bodies: Iterable[tuple[str, bytes]]) -> Callable[[], None]:

@@ -148,10 +148,14 @@ def cpu_seconds(pid: int) -> float | None:
 
 
 def cpu_used(before: dict[int, float | None], pids: list[int]) -> float:
-    """CPU seconds these processes used since `before`; those that exited meanwhile are left out."""
+    """CPU seconds these processes used since `before`.
+
+    A process not in `before` started since, and counts from zero; one that
+    exited meanwhile (or could not be read) is left out.
+    """
     total = 0.0
     for pid in pids:
-        start, end = before.get(pid), cpu_seconds(pid)
+        start, end = before.get(pid, 0.0), cpu_seconds(pid)
         if start is not None and end is not None:
             total += end - start
     return total
@@ -418,10 +422,9 @@ class Bench:
                     break
                 time.sleep(0.2)
         finally:
-            # Postgres backends opened during the trial count from zero.
+            # With the Postgres backends opened during the trial.
             assert self.pg.process is not None
             groups["postgres"] = child_pids(self.pg.process.pid)
-            cpu_before.update({pid: 0.0 for pid in groups["postgres"] if pid not in cpu_before})
             cpu = {name: cpu_used(cpu_before, pids) for name, pids in groups.items()}
             rss = worker.peak_rss_kib()
             self.halt(worker)
