@@ -9,6 +9,7 @@ the suite consumes that queue.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import signal
 import socket
@@ -267,6 +268,17 @@ def redis_queue_length(broker_url: str, queue: str) -> int:
     client = redis.Redis.from_url(broker_url)
     try:
         return int(client.llen(queue))
+    finally:
+        client.close()
+
+
+def redis_queued_tasks(broker_url: str, queue: str) -> list[str]:
+    """The task names of the messages waiting in a Redis queue (kombu's JSON envelope)."""
+    import redis
+
+    client = redis.Redis.from_url(broker_url)
+    try:
+        return [json.loads(raw)["headers"]["task"] for raw in client.lrange(queue, 0, -1)]
     finally:
         client.close()
 
