@@ -9,7 +9,7 @@ finish, which releases the lock).
 from __future__ import annotations
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 
 from tests.testapp.models import SideEffect
@@ -48,13 +48,30 @@ def test_successful_attempt_costs_a_fixed_number_of_statements():
     assert len(statements) == STATEMENTS_PER_SUCCESSFUL_ATTEMPT, statements
     assert WebhookEvent.objects.get(pk=event_id).status == "succeeded"
     # One WAL flush per attempt: the claim (first statement) commits without
-    # waiting for it, the run's commit waits for both.
-    assert statements[0].rstrip().endswith("SET LOCAL synchronous_commit TO off"), statements[0]
+    # waiting for it, the run's commit waits for both; the setting lasts only
+    # until the claim's commit, so the handlers' transaction is durable.
+    assert "set_config('synchronous_commit', 'off', true)" in statements[0], statements[0]
     assert "synchronous_commit" not in " ".join(statements[1:])
+    assert session_setting("synchronous_commit") == "on"
     # The lock is taken and released, in those two statements.
     assert "pg_try_advisory_lock" in statements[0]
     assert "pg_advisory_unlock" in statements[2]
     assert not advisory_locks_held()
+
+
+def session_setting(name: str) -> str:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT current_setting(%s)", [name])
+        return str(cursor.fetchone()[0])
+
+
+def test_attempt_inside_a_callers_transaction_leaves_its_commit_durable():
+    """Eager mode, or a retry run inside a request: the caller's commit still waits for the WAL."""
+    event_id = stored("invoice.created")
+    with transaction.atomic():
+        assert dispatch.process(event_id, trigger="manual").outcome == "succeeded"
+        assert session_setting("synchronous_commit") == "on"
+    assert WebhookEvent.objects.get(pk=event_id).status == "succeeded"
 
 
 def advisory_locks_held() -> list[tuple[int, int]]:

@@ -43,11 +43,6 @@ from .models import WebhookAttempt
 from .retry import max_attempts, retry_delay
 from .webhooks import PermanentFailure, handlers_for
 
-try:  # psycopg 3's client-side binding cursor sends "a; b" as one query
-    from psycopg import ClientCursor as OneQueryCursor
-except ImportError:  # psycopg2, or no psycopg 3: one statement per query
-    OneQueryCursor = None  # type: ignore[assignment,misc]
-
 logger = logging.getLogger(__name__)
 
 Status = WebhookEvent.Status
@@ -153,20 +148,16 @@ def _claim(
     # One autocommit statement (statements.claim_sql). Under the event's
     # lock, an event found `processing` has no live worker: that one died.
     with connection.cursor() as cursor:
-        sql = statements.claim_sql()
-        # See ASYNC_COMMIT. Not inside a caller's transaction (it would make
-        # that commit asynchronous), nor with server-side binding (one statement per query).
-        one_query = OneQueryCursor is not None and isinstance(cursor.cursor, OneQueryCursor)
-        if one_query and not connection.in_atomic_block:
-            sql += statements.ASYNC_COMMIT
         taking = not lock.held
         # Until the statement says otherwise: if it fails after taking the
         # lock (session-level locks survive errors), release() gives it back.
         lock.held = True
         cursor.execute(
-            sql,
+            statements.claim_sql(),
             {
                 "lock": taking,
+                # Not inside a caller's transaction: its commit is not ours to relax.
+                "async_commit": not connection.in_atomic_block,
                 "event_id": event_id,
                 "now": now,
                 "not_before": now + EARLY_SLACK,

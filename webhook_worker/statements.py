@@ -49,14 +49,12 @@ def event_fields() -> list[str]:
     return [f.attname for f in WebhookEvent._meta.concrete_fields]
 
 
-# Appended to the claim where the driver sends it as one query (client-side
-# binding, Django's default): the two statements then form one implicit
-# transaction, and its commit does not wait for the WAL flush. Lost in a
-# crash, a claim only means the attempt runs again; the run's commit, later
-# in the same WAL, flushes it anyway. One WAL flush per attempt instead of two.
-ASYNC_COMMIT = ";\nSET LOCAL synchronous_commit TO off"
-
-
+# The claim's commit does not wait for the WAL flush: lost in a crash, a claim
+# only means the attempt runs again, and the run's commit, later in the same
+# WAL, flushes it anyway. One WAL flush per attempt instead of two. Set inside
+# the statement (`set_config(..., true)` lasts until its commit), so it holds
+# with either parameter binding and with prepared statements; `%(async_commit)s`
+# is false inside a caller's transaction, whose commit it would otherwise change.
 @cache
 def claim_sql() -> str:
     """Take the event's advisory lock and claim the event for an attempt.
@@ -88,7 +86,9 @@ def claim_sql() -> str:
     )  # fmt: skip
     return f"""
         WITH lock AS (
-            SELECT CASE WHEN %(lock)s THEN pg_try_advisory_lock({LOCK_KEY}) ELSE true END AS held
+            SELECT CASE WHEN %(lock)s THEN pg_try_advisory_lock({LOCK_KEY}) ELSE true END AS held,
+                   CASE WHEN %(async_commit)s
+                       THEN set_config('synchronous_commit', 'off', true) END AS async_commit
         ),
         claimed AS (
             UPDATE {_table(E)} AS e SET
