@@ -32,3 +32,9 @@ if os.environ.get("BENCH_SERVER_SIDE_BINDING"):  # psycopg 3: parameters sent ap
     DATABASES["default"].setdefault("OPTIONS", {})["server_side_binding"] = (
         os.environ["BENCH_SERVER_SIDE_BINDING"] == "1"
     )
+if os.environ.get("BENCH_PREPARE_THRESHOLD"):  # psycopg 3: prepare after N executions ("" = never)
+    DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = (
+        int(os.environ["BENCH_PREPARE_THRESHOLD"])
+        if os.environ["BENCH_PREPARE_THRESHOLD"] != "none"
+        else None
+    )

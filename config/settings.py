@@ -116,7 +116,23 @@ DATABASES = {
 # A database that stops answering must cost a delivery a quick 503 (Stripe
 # retries it), not a request held open until the sender gives up: bound each
 # connection attempt. A connect_timeout in DATABASE_URL's query string wins.
-DATABASES["default"].setdefault("OPTIONS", {}).setdefault("connect_timeout", 5)
+_db_options = DATABASES["default"].setdefault("OPTIONS", {})
+_db_options.setdefault("connect_timeout", 5)
+# Parameters sent apart from the SQL, and statements a connection has run
+# five times prepared (psycopg 3): Postgres then parses and plans the hot
+# statements (the ingest INSERT, the worker's claim and finish) once per
+# connection instead of on every request and attempt. Django's defaults are
+# client-side binding and no prepared statements. Behind PgBouncer in
+# transaction pooling mode before 1.21, add `?prepare_threshold=none` to
+# DATABASE_URL (its query string sets these, as text).
+_db_options["server_side_binding"] = str(
+    _db_options.get("server_side_binding", "true")
+).lower() in (
+    "true",
+    "1",
+)
+_threshold = str(_db_options.get("prepare_threshold", 5)).lower()
+_db_options["prepare_threshold"] = None if _threshold in ("", "none") else int(_threshold)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [

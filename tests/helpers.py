@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from django.db import connection
 from django.test import Client
 
 from webhook_ingest.models import WebhookEvent
@@ -92,3 +93,10 @@ def timed(fn: Any) -> tuple[Any, float]:
     start = time.perf_counter()
     value = fn()
     return value, (time.perf_counter() - start) * 1000
+
+
+def prepared_statements() -> list[str]:
+    """The statements this database session has prepared (psycopg prepares those run often)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT statement FROM pg_prepared_statements")
+        return [row[0] for row in cursor.fetchall()]

@@ -18,7 +18,7 @@ from webhook_ingest.models import WebhookEvent
 from webhook_worker.testing import encode_event, sign_body
 
 from .constants import CONNECT_SECRET, OLD_SECRET, OTHER_SECRET, SECRET
-from .helpers import make_event, post_signed
+from .helpers import make_event, post_signed, prepared_statements
 
 pytestmark = pytest.mark.django_db
 
@@ -73,6 +73,14 @@ def test_new_event_costs_one_query_and_a_duplicate_two(client):
     assert len(new) == 1, [q["sql"] for q in new]
     assert "ON CONFLICT" in new[0]["sql"]
     assert len(duplicate) == 2, [q["sql"] for q in duplicate]
+
+
+def test_the_insert_is_planned_once_per_connection(client):
+    """Postgres parses and plans the INSERT once, not for every delivery (prepared statements)."""
+    assert not any("ON CONFLICT" in sql for sql in prepared_statements())
+    for _ in range(6):
+        assert post_signed(client, make_event()).status_code == 200
+    assert any("ON CONFLICT" in sql for sql in prepared_statements())
 
 
 def test_duplicate_delivery_is_acknowledged_and_stored_once(client):

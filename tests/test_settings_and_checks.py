@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import ast
+import os
 import random
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -164,3 +168,37 @@ def test_property_jitter_stays_within_bounds(schedule, jitter, seed):
         delay = retry_delay(attempt, tuple(schedule), jitter, rng)
         assert delay is not None
         assert base * (1 - jitter) - 1e-6 <= delay <= base * (1 + jitter) + 1e-6
+
+
+def reference_database_options(database_url: str) -> dict[str, object]:
+    """OPTIONS of the reference settings' database, as built from this DATABASE_URL."""
+    code = "import config.settings as s; print(repr(s.DATABASES['default']['OPTIONS']))"
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "CELERY_BROKER_URL": "redis://127.0.0.1:1/0",
+        "DJANGO_SECRET_KEY": "x",
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    ).stdout
+    options: dict[str, object] = ast.literal_eval(out)
+    return options
+
+
+@pytest.mark.parametrize(
+    ("query", "binding", "threshold"),
+    [
+        ("", True, 5),
+        ("?prepare_threshold=none", True, None),
+        ("?prepare_threshold=1&server_side_binding=false", False, 1),
+    ],
+)
+def test_prepared_statements_are_on_by_default_and_can_be_turned_off_from_the_url(
+    query, binding, threshold
+):
+    """Behind PgBouncer's transaction pooling (before 1.21) prepared statements must be off."""
+    options = reference_database_options(f"postgres://u:p@db.example:5432/app{query}")
+    assert options["server_side_binding"] is binding
+    assert options["prepare_threshold"] == threshold
+    assert options["connect_timeout"] == 5

@@ -18,7 +18,7 @@ from webhook_ingest.parsing import parse_event
 from webhook_worker import dispatch
 from webhook_worker.testing import encode_event
 
-from .helpers import make_event
+from .helpers import make_event, prepared_statements
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -57,6 +57,17 @@ def test_successful_attempt_costs_a_fixed_number_of_statements():
     assert "pg_try_advisory_lock" in statements[0]
     assert "pg_advisory_unlock" in statements[2]
     assert not advisory_locks_held()
+
+
+def test_the_claim_and_finish_are_planned_once_per_connection():
+    """Postgres parses and plans the worker's statements once, not for every attempt."""
+    for _ in range(6):
+        assert (
+            dispatch.process(stored("invoice.created"), trigger="delivery").outcome == "succeeded"
+        )
+    prepared = prepared_statements()
+    assert any("pg_try_advisory_lock" in sql for sql in prepared), prepared
+    assert any("pg_advisory_unlock" in sql for sql in prepared), prepared
 
 
 def session_setting(name: str) -> str:
