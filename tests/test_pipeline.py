@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import uuid
 from pathlib import Path
 
 import pytest
 
+from config.celery_app import app as celery_app
 from tests.testapp.models import SideEffect
 from webhook_ingest.models import WebhookEvent
 from webhook_worker.models import WebhookAttempt
@@ -32,6 +36,31 @@ def test_valid_event_is_acknowledged_stored_and_processed_once(client, worker, h
     attempt = WebhookAttempt.objects.get(event_id=event["id"])
     assert attempt.outcome == "succeeded" and attempt.trigger == "delivery"
     print(f"\ningest response in {elapsed_ms:.1f} ms")
+
+
+PUBLISH_ONCE = """
+import django
+django.setup()
+from webhook_worker.enqueue import enqueue_event
+assert enqueue_event("evt_first_publish", "customer.created")
+"""
+
+
+def test_first_publish_to_a_queue_no_worker_has_declared_is_kept(stack_env):
+    """A web process may publish before any worker has started: the broker must keep it.
+
+    (RabbitMQ drops a message for a queue nobody declared; on Redis the push creates it.)
+    """
+    queue = f"first-publish-{uuid.uuid4().hex[:8]}"
+    env = {**stack_env, "WEBHOOKS_TEST_QUEUE": queue}
+    subprocess.run([sys.executable, "-c", PUBLISH_ONCE], env=env, check=True, timeout=60)
+    with celery_app.connection_for_write() as conn:
+        channel = conn.default_channel
+        try:
+            _, messages, _ = channel.queue_declare(queue, passive=True)
+            assert messages == 1
+        finally:
+            channel.queue_delete(queue)
 
 
 def test_post_to_handler_completion_over_http(web, worker, handler_log: Path):
