@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from webhook_ingest.models import WebhookEvent
 from webhook_ingest.parsing import parse_event
-from webhook_worker import dispatch
+from webhook_worker import dispatch, statements
 from webhook_worker.models import WebhookAttempt
 from webhook_worker.testing import encode_event
 
@@ -43,7 +43,7 @@ def our_locks_anywhere() -> int:
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = %s",
-            [dispatch.LOCK_NAMESPACE],
+            [statements.LOCK_NAMESPACE],
         )
         return int(cursor.fetchone()[0])
 
@@ -56,7 +56,7 @@ def other_worker(test_db_url: str) -> Iterator[psycopg.Connection[Any]]:
 
 def test_event_held_by_a_live_worker_is_left_alone(other_worker, monkeypatch):
     event_id = stored()
-    other_worker.execute(LOCK, [dispatch.LOCK_NAMESPACE, event_id])
+    other_worker.execute(LOCK, [statements.LOCK_NAMESPACE, event_id])
     monkeypatch.setattr(dispatch, "LOCK_WAIT_SECONDS", 0.2)
 
     result = dispatch.process(event_id, trigger="delivery")
@@ -70,10 +70,10 @@ def test_event_held_by_a_live_worker_is_left_alone(other_worker, monkeypatch):
 
 def test_lock_freed_while_waiting_is_taken_once_and_released(other_worker, monkeypatch):
     event_id = stored()
-    other_worker.execute(LOCK, [dispatch.LOCK_NAMESPACE, event_id])
+    other_worker.execute(LOCK, [statements.LOCK_NAMESPACE, event_id])
     monkeypatch.setattr(dispatch, "LOCK_WAIT_SECONDS", 10)
     release = threading.Timer(
-        0.3, lambda: other_worker.execute(UNLOCK, [dispatch.LOCK_NAMESPACE, event_id])
+        0.3, lambda: other_worker.execute(UNLOCK, [statements.LOCK_NAMESPACE, event_id])
     )
     release.start()
     started = time.monotonic()
@@ -94,7 +94,7 @@ def test_processing_event_whose_worker_died_is_taken_over(other_worker):
     # The other worker claims the event and dies before finishing: its
     # session ends, and its lock with it.
     with psycopg.connect(other_worker.info.dsn, autocommit=True) as doomed:
-        doomed.execute(LOCK, [dispatch.LOCK_NAMESPACE, event_id])
+        doomed.execute(LOCK, [statements.LOCK_NAMESPACE, event_id])
         WebhookEvent.objects.filter(pk=event_id).update(status="processing", attempts=1)
         WebhookAttempt.objects.create(
             event_id=event_id, number=1, trigger="delivery", started_at=timezone.now()

@@ -48,7 +48,6 @@ logger = logging.getLogger(__name__)
 Status = WebhookEvent.Status
 Outcome = WebhookAttempt.Outcome
 
-LOCK_NAMESPACE = statements.LOCK_NAMESPACE
 # How long a second copy waits for the lock before concluding that a live
 # worker has the event. Long enough for Postgres to notice a killed worker's
 # session and release its lock, short enough not to tie a worker up.

@@ -44,6 +44,7 @@ LOCK_NAMESPACE = 0x57484B31
 LOCK_KEY = f"{LOCK_NAMESPACE}::int4, hashtext(%(event_id)s::text)"
 
 
+@cache
 def event_fields() -> list[str]:
     """Attribute names of the columns `claim_sql` returns after the lock flag, in order."""
     return [f.attname for f in WebhookEvent._meta.concrete_fields]

@@ -19,9 +19,9 @@ from django.utils import timezone
 from webhook_ingest.conf import webhook_settings
 from webhook_ingest.models import WebhookEvent
 
-from .dispatch import LOCK_NAMESPACE
 from .enqueue import enqueue_event, mark_for_sweep
 from .models import WebhookAttempt
+from .statements import LOCK_NAMESPACE
 
 logger = logging.getLogger(__name__)
 
