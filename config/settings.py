@@ -125,12 +125,8 @@ _db_options.setdefault("connect_timeout", 5)
 # client-side binding and no prepared statements. Behind PgBouncer in
 # transaction pooling mode before 1.21, add `?prepare_threshold=none` to
 # DATABASE_URL (its query string sets these, as text).
-_db_options["server_side_binding"] = str(
-    _db_options.get("server_side_binding", "true")
-).lower() in (
-    "true",
-    "1",
-)
+_binding = str(_db_options.get("server_side_binding", True)).lower()
+_db_options["server_side_binding"] = _binding in ("true", "1")
 _threshold = str(_db_options.get("prepare_threshold", 5)).lower()
 _db_options["prepare_threshold"] = None if _threshold in ("", "none") else int(_threshold)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
