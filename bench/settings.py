@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 
 from config.settings import *  # noqa: F403
-from config.settings import DATABASES, INSTALLED_APPS
+from config.settings import DATABASES, INSTALLED_APPS, prepared_statement_options
 
 INSTALLED_APPS = [app for app in INSTALLED_APPS if app != "demo"] + ["bench"]
 
@@ -28,13 +28,8 @@ if os.environ.get("BENCH_STOCK_TRANSPORT"):  # kombu's own Redis transport
     globals().pop("CELERY_BROKER_TRANSPORT", None)
 if os.environ.get("BENCH_STOCK_CONSUMER"):  # Celery's consumer: one publish per task event
     CELERY_WORKER_CONSUMER = "celery.worker.consumer:Consumer"
-if os.environ.get("BENCH_SERVER_SIDE_BINDING"):  # psycopg 3: parameters sent apart from the SQL
-    DATABASES["default"].setdefault("OPTIONS", {})["server_side_binding"] = (
-        os.environ["BENCH_SERVER_SIDE_BINDING"] == "1"
-    )
-if os.environ.get("BENCH_PREPARE_THRESHOLD"):  # psycopg 3: prepare after N executions ("" = never)
-    DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = (
-        int(os.environ["BENCH_PREPARE_THRESHOLD"])
-        if os.environ["BENCH_PREPARE_THRESHOLD"] != "none"
-        else None
-    )
+# psycopg 3's binding and preparing, as DATABASE_URL's query string would set them.
+for _option in ("server_side_binding", "prepare_threshold"):
+    if os.environ.get(f"BENCH_{_option.upper()}"):
+        DATABASES["default"]["OPTIONS"][_option] = os.environ[f"BENCH_{_option.upper()}"]
+prepared_statement_options(DATABASES["default"]["OPTIONS"])

@@ -45,6 +45,22 @@ def env_required(name: str, hint: str) -> str:
     return value
 
 
+def prepared_statement_options(options: dict[str, Any]) -> None:
+    """Parameters sent apart from the SQL, and statements run five times prepared (psycopg 3).
+
+    Postgres then parses and plans the hot statements (the ingest INSERT, the
+    worker's claim and finish) once per connection instead of on every
+    request and attempt; Django's defaults are client-side binding and no
+    prepared statements. Behind PgBouncer in transaction pooling mode before
+    1.21, add `?prepare_threshold=none` to DATABASE_URL: its query string sets
+    these options, as text, which this reads as well as their Python values.
+    """
+    binding = str(options.get("server_side_binding", True)).lower()
+    options["server_side_binding"] = binding in ("true", "1")
+    threshold = str(options.get("prepare_threshold", 5)).lower()
+    options["prepare_threshold"] = None if threshold in ("", "none") else int(threshold)
+
+
 DEBUG = env_bool("DJANGO_DEBUG")
 
 SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "").strip()
@@ -118,17 +134,7 @@ DATABASES = {
 # connection attempt. A connect_timeout in DATABASE_URL's query string wins.
 _db_options = DATABASES["default"].setdefault("OPTIONS", {})
 _db_options.setdefault("connect_timeout", 5)
-# Parameters sent apart from the SQL, and statements a connection has run
-# five times prepared (psycopg 3): Postgres then parses and plans the hot
-# statements (the ingest INSERT, the worker's claim and finish) once per
-# connection instead of on every request and attempt. Django's defaults are
-# client-side binding and no prepared statements. Behind PgBouncer in
-# transaction pooling mode before 1.21, add `?prepare_threshold=none` to
-# DATABASE_URL (its query string sets these, as text).
-_binding = str(_db_options.get("server_side_binding", True)).lower()
-_db_options["server_side_binding"] = _binding in ("true", "1")
-_threshold = str(_db_options.get("prepare_threshold", 5)).lower()
-_db_options["prepare_threshold"] = None if _threshold in ("", "none") else int(_threshold)
+prepared_statement_options(_db_options)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
