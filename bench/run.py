@@ -219,6 +219,7 @@ class Bench:
         self.pg = EmbeddedPostgres(work / "postgres", fsync=True)
         self.redis = EmbeddedRedis(work / "redis")
         self.env: dict[str, str] = {}
+        self.floor_env: dict[str, str] = {}
         self.bodies = Bodies(self.secret, work)
         self.db: psycopg.Connection[Any]
         self.broker: redis.Redis
@@ -244,6 +245,11 @@ class Bench:
         )
         env.pop("DATABASE_URL_BENCH", None)
         self.env = env
+        # The floors run without Django: Celery installs its Django fixup in
+        # any worker started with DJANGO_SETTINGS_MODULE set, which would set
+        # Django up in the floor's pool processes and close Django's
+        # (unused) connections around every one of its tasks.
+        self.floor_env = {k: v for k, v in env.items() if k != "DJANGO_SETTINGS_MODULE"}
         subprocess.run(
             [PY, "manage.py", "migrate", "--no-input", "-v", "0"], env=env, cwd=ROOT, check=True
         )
@@ -460,7 +466,7 @@ class Bench:
             Web("ours", "config.wsgi:application", args.gunicorn, self.env, self.logs)
         )
         floor = self.launch(
-            Web("floor", "bench.floor_wsgi:application", args.gunicorn, self.env, self.logs)
+            Web("floor", "bench.floor_wsgi:application", args.gunicorn, self.floor_env, self.logs)
         )
         variants = []
         for spec in args.variant:
@@ -505,7 +511,7 @@ class Bench:
             for name in names if r % 2 == 0 else names[::-1]:
                 if name == "floor":
                     app, queue = "bench.floor_celery", "floor"
-                    worker = Worker(name, app, queue, self.env, self.logs, args.concurrency)
+                    worker = Worker(name, app, queue, self.floor_env, self.logs, args.concurrency)
                     results["e2e"]["floor"].append(self.e2e_trial(floor, worker, args.events))
                 else:
                     # An end-to-end variant posts to the ingest variant of its name, if any.
