@@ -15,13 +15,11 @@ started with DJANGO_SETTINGS_MODULE set, as bench.run used to start it
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
 import sys
 import time
 from dataclasses import replace
 
-from bench.run import ROOT, Bench, Worker, cpu_seconds, cpu_used, log, vm_hwm_kib
+from bench.run import Worker, cpu_seconds, cpu_used, django_bench, log, vm_hwm_kib
 from tests.stack import child_pids, wait_until
 
 
@@ -32,14 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--floor-with-django", action="store_true")
     args = parser.parse_args(argv)
-    work = ROOT / ".devstack" / f"bench-drain-{os.getpid()}"
-    bench = Bench(argparse.Namespace(), work)
-    try:
-        bench.start_servers()
-        os.environ.update(bench.env)
-        import django
-
-        django.setup()
+    with django_bench("bench-drain") as bench:
         from bench.floor_celery import process as floor_process
         from config.celery_app import app as our_app
         from webhook_ingest.models import WebhookEvent
@@ -107,10 +98,6 @@ def main(argv: list[str] | None = None) -> int:
         for name, lines in results.items():
             for line in lines:
                 print(f"  {name:<12} {line}")
-    finally:
-        log("stopping the servers")
-        bench.stop_all()
-        shutil.rmtree(work, ignore_errors=True)
     return 0
 
 

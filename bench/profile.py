@@ -15,8 +15,6 @@ from __future__ import annotations
 import argparse
 import io
 import itertools
-import os
-import shutil
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -29,7 +27,7 @@ from django.http import HttpRequest, JsonResponse
 from django.urls import path
 from django.views.decorators.csrf import csrf_exempt
 
-from bench.run import ROOT, Bench, cpu_seconds, cpu_used, log
+from bench.run import Bench, cpu_seconds, cpu_used, django_bench
 from tests.stack import child_pids
 
 BATCH = 100
@@ -138,14 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__)
     parser.add_argument("--pyinstrument", action="store_true", help="profile ours as well")
     args = parser.parse_args(argv)
-    work = ROOT / ".devstack" / f"bench-profile-{os.getpid()}"
-    bench = Bench(argparse.Namespace(), work)
-    try:
-        bench.start_servers()
-        os.environ.update(bench.env)
-        import django
-
-        django.setup()
+    with django_bench("bench-profile") as bench:
         from bench.floor_wsgi import application as floor_app
         from bench.floor_wsgi import celery_message
         from config.wsgi import application as our_app
@@ -282,10 +273,6 @@ def main(argv: list[str] | None = None) -> int:
                 call()
             profiler.stop()
             print(profiler.output_text(unicode=True, color=False, show_all=False))
-    finally:
-        log("stopping the servers")
-        bench.stop_all()
-        shutil.rmtree(work, ignore_errors=True)
     return 0
 
 

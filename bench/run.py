@@ -38,6 +38,8 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -551,6 +553,28 @@ class Bench:
 
 
 # --- report ------------------------------------------------------------------
+
+
+@contextmanager
+def django_bench(name: str) -> Iterator[Bench]:
+    """Embedded Postgres and Redis started, and Django set up in this process against them.
+
+    For the in-process tools (bench.profile, bench.drain); stops both and
+    removes their files on the way out.
+    """
+    work = ROOT / ".devstack" / f"{name}-{os.getpid()}"
+    bench = Bench(argparse.Namespace(), work)
+    try:
+        bench.start_servers()
+        os.environ.update(bench.env)
+        import django
+
+        django.setup()
+        yield bench
+    finally:
+        log("stopping the servers")
+        bench.stop_all()
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def median(values: list[float]) -> float:
