@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 
 from django.core.wsgi import get_wsgi_application
@@ -17,3 +18,10 @@ application = get_wsgi_application()
 # while the worker boots, not during the first webhook it receives.
 _urls = get_resolver().url_patterns
 _transport = celery_app.connection_for_write().transport
+
+# Everything loaded so far lives as long as the process. Move it out of the
+# cyclic collector's reach: its full collections, which every thread of the
+# worker waits for, then scan only what requests leave behind, not the
+# ~100,000 objects of Django, Celery and stripe (docs/benchmarks.md: ingest
+# p99 68 -> 52 ms).
+gc.freeze()
