@@ -15,7 +15,6 @@ the messages, if any, are never consumed):
 from __future__ import annotations
 
 import os
-import threading
 import time
 from typing import Any
 
@@ -30,49 +29,41 @@ def bench_handler(event: Any, **kwargs: Any) -> None:
         time.sleep(SLEEP)
 
 
-def _no_publish(event_id: str, event_type: str) -> bool:
-    return True
-
-
-_broker: Any = None
-
-
-def _lpush(event_id: str, event_type: str) -> bool:
-    import redis
-
-    from bench.floor_wsgi import celery_message
-
-    global _broker
-    if _broker is None:
-        _broker = redis.Redis.from_url(os.environ["CELERY_BROKER_URL"])
-    _broker.lpush("celery", celery_message("webhook_worker.process_event", [event_id], "celery"))
-    return True
-
-
-_local = threading.local()
-
-
-def _thread_producer(event_id: str, event_type: str) -> bool:
-    from webhook_worker.tasks import process_event
-
-    app = process_event.app
-    if getattr(_local, "producer", None) is None:
-        _local.producer = app.amqp.Producer(app.connection_for_write())
-    args, kwargs = (event_id,), {"trigger": "delivery", "event_type": event_type}
-    process_event.apply_async(
-        args=args,
-        kwargs=kwargs,
-        argsrepr=repr(args),
-        kwargsrepr=repr(kwargs),
-        declare=[],
-        producer=_local.producer,
-    )
-    return True
-
-
 _PUBLISH = os.environ.get("BENCH_PUBLISH", "")
 if _PUBLISH:
+    # Imported here, once, not in the publish being measured.
+    import threading
+
+    import redis
+
     import webhook_ingest.views
+    from bench.floor_wsgi import celery_message
+    from webhook_worker.tasks import process_event
+
+    _broker = redis.Redis.from_url(os.environ["CELERY_BROKER_URL"])
+    _local = threading.local()
+
+    def _no_publish(event_id: str, event_type: str) -> bool:
+        return True
+
+    def _lpush(event_id: str, event_type: str) -> bool:
+        _broker.lpush("celery", celery_message(process_event.name, [event_id], "celery"))
+        return True
+
+    def _thread_producer(event_id: str, event_type: str) -> bool:
+        app = process_event.app
+        if getattr(_local, "producer", None) is None:
+            _local.producer = app.amqp.Producer(app.connection_for_write())
+        args, kwargs = (event_id,), {"trigger": "delivery", "event_type": event_type}
+        process_event.apply_async(
+            args=args,
+            kwargs=kwargs,
+            argsrepr=repr(args),
+            kwargsrepr=repr(kwargs),
+            declare=[],
+            producer=_local.producer,
+        )
+        return True
 
     webhook_ingest.views.enqueue_event = {  # type: ignore[assignment]
         "none": _no_publish,
