@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import redis
 from django.db import connection
 
 from devstack.services import EmbeddedRedis
@@ -148,6 +149,32 @@ def test_whole_worker_sigkilled_mid_handler_is_recovered_by_the_sweeper(lane: La
     assert outcomes(event["id"]) == [("lost", "delivery"), ("succeeded", "sweeper")]
     assert done.attempts == 2
     assert effects(event["id"]) == [(2, "all"), (2, "exact")]
+
+
+def test_web_process_killed_before_publishing_what_it_acknowledged(
+    redis_lane: Lane, own_redis: EmbeddedRedis
+):
+    """Deliveries acknowledged while the broker took no writes, then the web
+    process SIGKILLed before its publisher thread could send them: the events
+    are stored and were never published, and the sweeper enqueues each one."""
+    web = redis_lane.web(workers=1)
+    broker = redis.Redis.from_url(own_redis.url)
+    events = [make_event("customer.created") for _ in range(10)]
+    broker.client_pause(60_000, all=False)  # writes wait; reads answer
+    try:
+        assert deliver_all(f"{web.url}/webhooks/stripe/", events) == [200] * len(events)
+        web.kill()
+    finally:
+        broker.client_unpause()
+    assert redis_queued_tasks(own_redis.url, redis_lane.queue) == []
+    ids = {e["id"]: e["type"] for e in events}
+    assert WebhookEvent.objects.filter(pk__in=ids, status="pending").count() == len(ids)
+
+    redis_lane.worker()
+    redis_lane.beat()
+    wait_all_succeeded(list(ids), timeout=90, lane=redis_lane)
+    assert {outcomes(event_id)[0] for event_id in ids} == {("succeeded", "sweeper")}
+    assert_effects_exactly_once(ids)
 
 
 # --- 2. the broker restarted empty -----------------------------------------

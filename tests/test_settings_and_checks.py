@@ -72,6 +72,7 @@ def test_secrets_may_be_a_comma_separated_string():
         ({"ENDPOINTS": {"a/b": {"SECRETS": []}}}, "endpoint names"),
         ({"ENDPOINTS": {"default": {"SECRETS": ["x"], "TOLERANCE": 0}}}, "TOLERANCE"),
         ({"RETRY_SCHEDUL": [1]}, "unknown keys"),
+        ({"ENQUEUE_IN_BACKGROUND": "yes"}, "ENQUEUE_IN_BACKGROUND"),
     ],
 )
 def test_malformed_settings_name_the_setting(value, message):

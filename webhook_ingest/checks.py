@@ -7,7 +7,7 @@ from typing import Any
 from django.conf import settings
 from django.core.checks import Error, Tags, Warning, register
 
-from .conf import SETTING_NAME, webhook_settings
+from .conf import DEFAULTS, SETTING_NAME, webhook_settings
 from .exceptions import WebhookConfigurationError
 
 
@@ -16,7 +16,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error | Warni
     webhook_settings.reload()
     try:
         endpoints = webhook_settings.ENDPOINTS
-        for key in ("RETRY_SCHEDULE", "RETRY_JITTER", "REQUEUE_AFTER", "MAX_BODY_BYTES"):
+        for key in DEFAULTS:
             getattr(webhook_settings, key)
     except WebhookConfigurationError as exc:
         return [

@@ -35,6 +35,10 @@ DEFAULTS: dict[str, Any] = {
     "REQUEUE_AFTER": 300,
     # Bodies larger than this are refused with 413 before being read.
     "MAX_BODY_BYTES": 2_097_152,
+    # The view hands each stored event to a publisher thread of its process
+    # (batched publishes, no broker round trip in the response); False
+    # publishes inside the request, before the response.
+    "ENQUEUE_IN_BACKGROUND": True,
 }
 
 ENDPOINT_KEYS = {"SECRETS", "TOLERANCE"}
@@ -137,6 +141,10 @@ class WebhookSettings:
             return _number(value, "REQUEUE_AFTER")
         if key == "MAX_BODY_BYTES":
             return int(_number(value, "MAX_BODY_BYTES", 1))
+        if key == "ENQUEUE_IN_BACKGROUND":
+            if not isinstance(value, bool):
+                raise _fail(f"ENQUEUE_IN_BACKGROUND must be True or False, got {value!r}.")
+            return value
         return value
 
     def endpoint(self, name: str) -> Endpoint | None:

@@ -25,7 +25,7 @@ from django.db import DatabaseError, InterfaceError, OperationalError, connectio
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from webhook_worker.enqueue import enqueue_event
+from webhook_worker.enqueue import hand_over
 
 from .conf import webhook_settings
 from .exceptions import (
@@ -136,8 +136,9 @@ def receive(request: HttpRequest, endpoint: str = "default") -> JsonResponse:
         return _error(exc.status_code, exc.code, exc.detail)
     if enqueue:
         # Autocommit here (non_atomic_requests), so this runs at once, after
-        # the INSERT committed: a worker can never see the message before the row.
-        transaction.on_commit(partial(enqueue_event, event_id, event_type))
+        # the INSERT committed: a worker can never see the message before the
+        # row. The publish itself happens in the background (hand_over).
+        transaction.on_commit(partial(hand_over, event_id, event_type))
     delivery_accepted.send(
         sender=WebhookEvent,
         event_id=event_id,
