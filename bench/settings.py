@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 
 from config.settings import *  # noqa: F403
-from config.settings import DATABASES, INSTALLED_APPS, prepared_statement_options
+from config.settings import DATABASES, INSTALLED_APPS, STRIPE_WEBHOOKS, prepared_statement_options
 
 INSTALLED_APPS = [app for app in INSTALLED_APPS if app != "demo"] + ["bench"]
 
@@ -26,6 +26,8 @@ if os.environ.get("BENCH_WORKER_SEND_TASK_EVENTS"):
     CELERY_WORKER_SEND_TASK_EVENTS = os.environ["BENCH_WORKER_SEND_TASK_EVENTS"] == "1"
 if os.environ.get("BENCH_STOCK_TRANSPORT"):  # kombu's own Redis transport
     globals().pop("CELERY_BROKER_TRANSPORT", None)
+if os.environ.get("BENCH_ENQUEUE_IN_BACKGROUND"):  # 0: publish inside the request
+    STRIPE_WEBHOOKS["ENQUEUE_IN_BACKGROUND"] = os.environ["BENCH_ENQUEUE_IN_BACKGROUND"] == "1"
 if os.environ.get("BENCH_STOCK_CONSUMER"):  # Celery's consumer: one publish per task event
     CELERY_WORKER_CONSUMER = "celery.worker.consumer:Consumer"
 # psycopg 3's binding and preparing, as DATABASE_URL's query string would set them.

@@ -1,15 +1,24 @@
 """The benchmark's handler: a no-op, or a sleep of BENCH_HANDLER_SLEEP seconds.
 
 Imported at startup in every process (handler discovery), so it also holds
-the variants that are not settings. BENCH_PUBLISH replaces the ingest view's
-Celery publish, to measure what the publish costs under load (ingest only:
-the messages, if any, are never consumed):
+the variants that are not settings. BENCH_PUBLISH replaces what the ingest
+view does with a stored event (`hand_over`: a background publisher), to
+measure what publishing costs under load (ingest only: the messages, if
+any, are never consumed). Publishing inside the request with Celery, as
+before the background publisher, is the setting ENQUEUE_IN_BACKGROUND=False
+(BENCH_ENQUEUE_IN_BACKGROUND=0, bench/settings.py).
 
 - `none`: no publish at all;
-- `lpush`: the floor's publish, one LPUSH of a ready-made Celery message
-  with redis-py (bench/floor_wsgi.py);
-- `producer`: `apply_async()` as ours, on a producer kept by each thread
-  instead of one taken from Celery's pool for every publish.
+- `lpush`: the floor's publish inside the request, one LPUSH of a
+  ready-made Celery message with redis-py (bench/floor_wsgi.py);
+- `producer`: `apply_async()` inside the request, on a producer kept by
+  each thread instead of one taken from Celery's pool for every publish;
+- `batched-lean`: a background thread and batches as ours, each message
+  built by Celery's `create_task_message()` and sent by its
+  `send_task_message()`, skipping what `apply_async()` and `send_task()`
+  do around them (options, routing, settings look-ups, the result object);
+- `batched-lpush`: the same thread, with the floor's ready-made messages in
+  one redis-py pipeline per batch (the most such a publisher could save).
 """
 
 from __future__ import annotations
@@ -32,7 +41,9 @@ def bench_handler(event: Any, **kwargs: Any) -> None:
 _PUBLISH = os.environ.get("BENCH_PUBLISH", "")
 if _PUBLISH:
     # Imported here, once, not in the publish being measured.
+    import queue
     import threading
+    import uuid
 
     import redis
 
@@ -65,8 +76,61 @@ if _PUBLISH:
         )
         return True
 
-    webhook_ingest.views.enqueue_event = {  # type: ignore[assignment]
+    _pending: queue.SimpleQueue[tuple[str, str]] = queue.SimpleQueue()
+    _publisher: list[threading.Thread] = []
+
+    def _take_batch(limit: int = 256) -> list[tuple[str, str]]:
+        batch = [_pending.get()]
+        while len(batch) < limit:
+            try:
+                batch.append(_pending.get_nowait())
+            except queue.Empty:
+                break
+        return batch
+
+    def _lean_batches() -> None:
+        app = process_event.app
+        amqp = app.amqp
+        producer = amqp.Producer(app.connection_for_write())
+        name = process_event.name
+        while True:
+            batch = _take_batch()
+            with producer.batch():
+                for event_id, event_type in batch:
+                    args, kwargs = (event_id,), {"trigger": "delivery", "event_type": event_type}
+                    message = amqp.create_task_message(
+                        str(uuid.uuid4()),
+                        name,
+                        args,
+                        kwargs,
+                        shadow=f"process_event[{event_type}]",
+                        argsrepr=repr(args),
+                        kwargsrepr=repr(kwargs),
+                        ignore_result=True,
+                    )
+                    amqp.send_task_message(producer, name, message, declare=[], retry=False)
+
+    def _lpush_batches() -> None:
+        while True:
+            batch = _take_batch()
+            pipe = _broker.pipeline(transaction=False)
+            for event_id, _ in batch:
+                pipe.lpush("celery", celery_message(process_event.name, [event_id], "celery"))
+            pipe.execute()
+
+    def _hand_over(target: Any) -> Any:
+        def enqueue(event_id: str, event_type: str) -> None:
+            if not _publisher:  # started in each gunicorn worker, after the fork
+                _publisher.append(threading.Thread(target=target, daemon=True))
+                _publisher[0].start()
+            _pending.put((event_id, event_type))
+
+        return enqueue
+
+    webhook_ingest.views.hand_over = {  # type: ignore[assignment]
         "none": _no_publish,
         "lpush": _lpush,
         "producer": _thread_producer,
+        "batched-lean": _hand_over(_lean_batches),
+        "batched-lpush": _hand_over(_lpush_batches),
     }[_PUBLISH]
