@@ -159,76 +159,48 @@ class BackgroundPublisher:
         return not thread.is_alive()
 
     def _run(self, pending: queue.SimpleQueue[tuple[str, str] | None]) -> None:
-        while True:
-            batch: list[tuple[str, str]] = []
-            stop = False
-            item = pending.get()
-            while item is not None:
-                batch.append(item)
-                if len(batch) >= BATCH_LIMIT:
-                    break
-                try:
-                    item = pending.get_nowait()
-                except queue.Empty:
-                    break
-            else:
-                stop = True
-            if batch:
-                try:
-                    if not self._publish_batch(batch):
-                        # The broker is unreachable: what queued up meanwhile
-                        # goes to the sweeper too, instead of waiting its turn
-                        # to fail (a long outage would otherwise grow the queue).
-                        stop = self._give_up_pending(pending) or stop
-                except Exception:  # never let the thread die: later events need it
-                    logger.exception("the webhook publisher failed on %d event(s)", len(batch))
-            if stop:
-                return
+        stop = False
+        while not stop:
+            batch, stop = _take(pending, BATCH_LIMIT)
+            if not batch:
+                continue
+            try:
+                if not self._publish_batch(batch):
+                    # The broker is unreachable: what queued up meanwhile goes
+                    # to the sweeper too, instead of waiting its turn to fail
+                    # (a long outage would otherwise grow the queue).
+                    rest, stopped = _take(pending)
+                    stop = stop or stopped
+                    if rest:
+                        logger.warning(
+                            "broker unreachable: %d more event(s) left to the sweeper", len(rest)
+                        )
+                        self._mark_for_sweep([event_id for event_id, _ in rest])
+            except Exception:  # never let the thread die: later events need it
+                logger.exception("the webhook publisher failed on %d event(s)", len(batch))
 
     def _publish_batch(self, batch: list[tuple[str, str]]) -> bool:
         """Publish `batch`; False if the broker could not take it (marked for the sweeper)."""
         from .tasks import process_event
 
         app = process_event.app
-        try:
-            # A pooled connection the broker dropped fails the first try.
-            for tries_left in (1, 0):
-                try:
-                    with app.producer_or_acquire() as producer:
-                        grouped = producer.batch() if hasattr(producer, "batch") else nullcontext()
-                        with grouped:
-                            for event_id, event_type in batch:
-                                _publish(event_id, event_type, producer=producer)
-                    return True
-                except Exception:
-                    if not tries_left:
-                        raise
-        except Exception as exc:  # any broker/transport failure: the rows are safe
-            logger.warning(
-                "could not enqueue %d event(s) (%s: %s); the sweeper will enqueue them",
-                len(batch), type(exc).__name__, exc,
-            )  # fmt: skip
-            self._mark_for_sweep([event_id for event_id, _ in batch])
-        return False
-
-    def _give_up_pending(self, pending: queue.SimpleQueue[tuple[str, str] | None]) -> bool:
-        """Mark everything queued now for the sweeper; True if the stop signal was among it."""
-        event_ids, stop = [], False
-        while True:
+        # Two tries: a pooled connection the broker dropped fails the first.
+        for _ in range(2):
             try:
-                item = pending.get_nowait()
-            except queue.Empty:
-                break
-            if item is None:
-                stop = True
-            else:
-                event_ids.append(item[0])
-        if event_ids:
-            logger.warning(
-                "broker unreachable: %d more event(s) left to the sweeper", len(event_ids)
-            )
-            self._mark_for_sweep(event_ids)
-        return stop
+                with app.producer_or_acquire() as producer:
+                    grouped = producer.batch() if hasattr(producer, "batch") else nullcontext()
+                    with grouped:
+                        for event_id, event_type in batch:
+                            _publish(event_id, event_type, producer=producer)
+                return True
+            except Exception as exc:  # any broker/transport failure: the rows are safe
+                error = exc
+        logger.warning(
+            "could not enqueue %d event(s) (%s: %s); the sweeper will enqueue them",
+            len(batch), type(error).__name__, error,
+        )  # fmt: skip
+        self._mark_for_sweep([event_id for event_id, _ in batch])
+        return False
 
     @staticmethod
     def _mark_for_sweep(event_ids: list[str]) -> None:
@@ -237,6 +209,30 @@ class BackgroundPublisher:
                 mark_for_sweep(event_ids[start : start + BATCH_LIMIT])
         finally:
             connections.close_all()  # this thread's; it rarely needs one
+
+
+def _take(
+    pending: queue.SimpleQueue[tuple[str, str] | None], limit: int | None = None
+) -> tuple[list[tuple[str, str]], bool]:
+    """Take queued events, and whether the stop signal (None) was among them.
+
+    With a `limit`: wait for the first, take at most `limit`, and stop at the
+    signal. Without: take everything queued now, without waiting.
+    """
+    items: list[tuple[str, str]] = []
+    stop = False
+    while limit is None or len(items) < limit:
+        try:
+            item = pending.get() if limit is not None and not items else pending.get_nowait()
+        except queue.Empty:
+            break
+        if item is None:
+            stop = True
+            if limit is not None:
+                break
+        else:
+            items.append(item)
+    return items, stop
 
 
 publisher = BackgroundPublisher()
