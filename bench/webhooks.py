@@ -13,7 +13,7 @@ before the background publisher, is the setting ENQUEUE_IN_BACKGROUND=False
   ready-made Celery message with redis-py (bench/floor_wsgi.py);
 - `producer`: `apply_async()` inside the request, on a producer kept by
   each thread instead of one taken from Celery's pool for every publish;
-- `batched-lean`: a background thread and batches as ours, each message
+- `batched-lean`: our background publisher's thread and batches, each message
   built by Celery's `create_task_message()` and sent by its
   `send_task_message()`, skipping what `apply_async()` and `send_task()`
   do around them (options, routing, settings look-ups, the result object);
@@ -41,14 +41,15 @@ def bench_handler(event: Any, **kwargs: Any) -> None:
 _PUBLISH = os.environ.get("BENCH_PUBLISH", "")
 if _PUBLISH:
     # Imported here, once, not in the publish being measured.
-    import queue
     import threading
     import uuid
+    from collections.abc import Callable
 
     import redis
 
     import webhook_ingest.views
     from bench.floor_wsgi import celery_message
+    from webhook_worker.enqueue import BackgroundPublisher
     from webhook_worker.tasks import process_event
 
     _broker = redis.Redis.from_url(os.environ["CELERY_BROKER_URL"])
@@ -76,61 +77,47 @@ if _PUBLISH:
         )
         return True
 
-    _pending: queue.SimpleQueue[tuple[str, str]] = queue.SimpleQueue()
-    _publisher: list[threading.Thread] = []
+    Batch = list[tuple[str, str]]
 
-    def _take_batch(limit: int = 256) -> list[tuple[str, str]]:
-        batch = [_pending.get()]
-        while len(batch) < limit:
-            try:
-                batch.append(_pending.get_nowait())
-            except queue.Empty:
-                break
-        return batch
-
-    def _lean_batches() -> None:
+    def _lean_batch(batch: Batch) -> None:
         app = process_event.app
-        amqp = app.amqp
-        producer = amqp.Producer(app.connection_for_write())
-        name = process_event.name
-        while True:
-            batch = _take_batch()
-            with producer.batch():
-                for event_id, event_type in batch:
-                    args, kwargs = (event_id,), {"trigger": "delivery", "event_type": event_type}
-                    message = amqp.create_task_message(
-                        str(uuid.uuid4()),
-                        name,
-                        args,
-                        kwargs,
-                        shadow=f"process_event[{event_type}]",
-                        argsrepr=repr(args),
-                        kwargsrepr=repr(kwargs),
-                        ignore_result=True,
-                    )
-                    amqp.send_task_message(producer, name, message, declare=[], retry=False)
+        amqp, name = app.amqp, process_event.name
+        with app.producer_or_acquire() as producer, producer.batch():
+            for event_id, event_type in batch:
+                args, kwargs = (event_id,), {"trigger": "delivery", "event_type": event_type}
+                message = amqp.create_task_message(
+                    str(uuid.uuid4()),
+                    name,
+                    args,
+                    kwargs,
+                    shadow=f"process_event[{event_type}]",
+                    argsrepr=repr(args),
+                    kwargsrepr=repr(kwargs),
+                    ignore_result=True,
+                )
+                amqp.send_task_message(producer, name, message, declare=[], retry=False)
 
-    def _lpush_batches() -> None:
-        while True:
-            batch = _take_batch()
-            pipe = _broker.pipeline(transaction=False)
-            for event_id, _ in batch:
-                pipe.lpush("celery", celery_message(process_event.name, [event_id], "celery"))
-            pipe.execute()
+    def _lpush_batch(batch: Batch) -> None:
+        pipe = _broker.pipeline(transaction=False)
+        for event_id, _ in batch:
+            pipe.lpush("celery", celery_message(process_event.name, [event_id], "celery"))
+        pipe.execute()
 
-    def _hand_over(target: Any) -> Any:
-        def enqueue(event_id: str, event_type: str) -> None:
-            if not _publisher:  # started in each gunicorn worker, after the fork
-                _publisher.append(threading.Thread(target=target, daemon=True))
-                _publisher[0].start()
-            _pending.put((event_id, event_type))
+    class _VariantPublisher(BackgroundPublisher):
+        """Ours (queue, thread, batches), with each batch published another way."""
 
-        return enqueue
+        def __init__(self, publish: Callable[[Batch], None]) -> None:
+            super().__init__()
+            self._publish_with = publish
+
+        def _publish_batch(self, batch: Batch) -> bool:
+            self._publish_with(batch)
+            return True
 
     webhook_ingest.views.hand_over = {  # type: ignore[assignment]
         "none": _no_publish,
         "lpush": _lpush,
         "producer": _thread_producer,
-        "batched-lean": _hand_over(_lean_batches),
-        "batched-lpush": _hand_over(_lpush_batches),
+        "batched-lean": _VariantPublisher(_lean_batch).submit,
+        "batched-lpush": _VariantPublisher(_lpush_batch).submit,
     }[_PUBLISH]
