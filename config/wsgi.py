@@ -23,5 +23,5 @@ _transport = celery_app.connection_for_write().transport
 # cyclic collector's reach: its full collections, which every thread of the
 # worker waits for, then scan only what requests leave behind, not the
 # ~100,000 objects of Django, Celery and stripe (docs/benchmarks.md: ingest
-# p99 68 -> 52 ms).
+# p99 62-73 -> 42-57 ms in four alternated rounds).
 gc.freeze()
