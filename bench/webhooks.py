@@ -49,7 +49,7 @@ if _PUBLISH:
 
     import webhook_ingest.views
     from bench.floor_wsgi import celery_message
-    from webhook_worker.enqueue import BackgroundPublisher
+    from webhook_worker.publisher import BackgroundPublisher
     from webhook_worker.tasks import process_event
 
     _broker = redis.Redis.from_url(os.environ["CELERY_BROKER_URL"])

@@ -190,8 +190,9 @@ def test_broker_restarted_empty_with_hundreds_pending_sweeper_recovers_all(
         make_event("invoice.paid") for _ in range(50)
     ]
     assert deliver_all(f"{web.url}/webhooks/stripe/", events) == [200] * n
-    # No worker yet: every message is waiting in Redis (with beat's sweep requests).
-    assert redis_queue_length(own_redis.url, redis_lane.queue) >= n
+    # No worker yet: every message is waiting in Redis (with beat's sweep
+    # requests) once the web process's publisher has sent its last batch.
+    wait_until(lambda: redis_queue_length(own_redis.url, redis_lane.queue) >= n, timeout=30)
 
     own_redis.kill()
     own_redis.start()  # same port, empty: all n messages are gone

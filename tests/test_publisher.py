@@ -116,3 +116,68 @@ def test_eager_celery_runs_the_handlers_before_the_response(client):
     finally:
         celery_app.conf.task_always_eager = False
     assert WebhookEvent.objects.get(pk=event["id"]).status == "succeeded"
+
+
+BOTH_WAYS = """
+import sys
+import django
+django.setup()
+from celery.signals import before_task_publish
+from config.celery_app import app
+from webhook_worker import enqueue, messages, publisher
+
+if sys.argv[1] == "hooked":  # as an integration (Sentry, OpenTelemetry) hooks publishing
+    seen = []
+    before_task_publish.connect(lambda **kwargs: seen.append(kwargs["headers"]["id"]), weak=False)
+built_here = messages.plain_messages(app, app.connection_for_write().transport) is not None
+enqueue._publish("evt_both_ways", "invoice.paid")  # apply_async(), inline
+assert publisher.publisher._publish_batch([("evt_both_ways", "invoice.paid")])
+print(built_here, len(seen) if sys.argv[1] == "hooked" else "-")
+"""
+
+
+def queued_messages(queue: str) -> list[dict]:
+    client = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    try:
+        return [json.loads(raw) for raw in reversed(client.lrange(queue, 0, -1))]
+    finally:
+        client.close()
+
+
+def test_the_publisher_builds_the_message_apply_async_would_send(stack_env):
+    """On Redis the publisher builds its messages itself (a quarter of the CPU of
+    apply_async); a worker must not be able to tell them apart."""
+    queue = f"publisher-same-{uuid.uuid4().hex[:8]}"
+    out = subprocess.run(
+        [sys.executable, "-c", BOTH_WAYS, "plain"],
+        env={**stack_env, "WEBHOOKS_TEST_QUEUE": queue},
+        check=True,
+        timeout=60,
+        capture_output=True,
+        text=True,
+    ).stdout.split()
+    assert out == ["True", "-"]  # the second message was built by the publisher
+    by_celery, built = queued_messages(queue)
+    for message in (by_celery, built):
+        headers, properties = message["headers"], message["properties"]
+        task_id = headers.pop("id")
+        assert headers.pop("root_id") == properties.pop("correlation_id") == task_id
+        assert all(uuid.UUID(value) for value in (task_id, properties.pop("delivery_tag")))
+    assert built == by_celery
+    assert built["headers"]["shadow"] == "process_event[invoice.paid]"
+    assert built["properties"]["delivery_info"] == {"exchange": "", "routing_key": queue}
+
+
+def test_a_hooked_publish_goes_through_apply_async(stack_env):
+    """With a receiver on Celery's publish signals, every message still passes it."""
+    queue = f"publisher-hooked-{uuid.uuid4().hex[:8]}"
+    out = subprocess.run(
+        [sys.executable, "-c", BOTH_WAYS, "hooked"],
+        env={**stack_env, "WEBHOOKS_TEST_QUEUE": queue},
+        check=True,
+        timeout=60,
+        capture_output=True,
+        text=True,
+    ).stdout.split()
+    assert out == ["False", "2"]
+    assert [m["headers"]["task"] for m in queued_messages(queue)] == [TASK, TASK]

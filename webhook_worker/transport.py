@@ -7,6 +7,9 @@ callbacks), as much as the rest of a publish. The object is only a handle on
 the channel's connection pool (each command borrows a pooled connection and
 returns it), so one per channel does the same work.
 
+`RedisChannel.put_many` pushes a batch of messages that the web process's
+publisher built itself (webhook_worker/messages.py) in one command.
+
 Selected for `redis://` brokers by the reference settings:
 
     CELERY_BROKER_TRANSPORT = "webhook_worker.transport:RedisTransport"
@@ -19,6 +22,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from kombu.transport import redis
+from kombu.utils.json import dumps
 from redis import exceptions as redis_exceptions
 
 
@@ -46,6 +50,29 @@ class RedisChannel(redis.Channel):
         if shared is None or shared.connection_pool is not self.pool:
             shared = self._shared_client = self._create_client()  # type: ignore[attr-defined]
         yield shared
+
+    def put_many(self, queue: str, messages: list[dict[str, Any]]) -> None:
+        """Deliver prepared messages to `queue` at once: `basic_publish` for each, one push.
+
+        `messages` come from `prepare_message()`; each is completed as kombu
+        completes a message published to the default (anonymous) exchange,
+        and goes where `_put` would push it, in order: one `LPUSH` with several
+        values stores them as that many `LPUSH`es would.
+        """
+        by_key: dict[str, list[str]] = {}
+        for message in messages:
+            self._inplace_augment_message(message, "", queue)
+            key = self._q_for_pri(queue, self._get_message_priority(message))  # type: ignore[attr-defined]
+            by_key.setdefault(key, []).append(dumps(message))
+        with self.conn_or_acquire() as client:
+            if len(by_key) == 1:
+                [(key, values)] = by_key.items()
+                client.lpush(key, *values)
+                return
+            pipe = client.pipeline(transaction=False)
+            for key, values in by_key.items():
+                pipe.lpush(key, *values)
+            pipe.execute()
 
 
 class RedisTransport(redis.Transport):
