@@ -17,6 +17,13 @@ SWEEP_NOW = datetime(2000, 1, 1, tzinfo=UTC)
 
 
 class WebhookEventQuerySet(models.QuerySet["WebhookEvent"]):
+    def unfinished(self) -> WebhookEventQuerySet:
+        return self.filter(status__in=WebhookEvent.UNFINISHED)
+
+
+class WebhookEventManager(models.Manager.from_queryset(WebhookEventQuerySet)):  # type: ignore[misc]
+    # On the manager, not the queryset: the view calls it on every delivery,
+    # and `objects.<queryset method>` builds a QuerySet first.
     def record(self, parsed: ParsedEvent, body: str, endpoint: str) -> bool:
         """Insert the event unless its id is already stored; True if it was new.
 
@@ -35,7 +42,7 @@ class WebhookEventQuerySet(models.QuerySet["WebhookEvent"]):
             "object_id": parsed.object_id,
             "endpoint": endpoint,
             "body": body,
-            "status": WebhookEvent.Status.PENDING,
+            "status": WebhookEvent.Status.PENDING.value,
             "attempts": 0,
             "received_at": now,
             "due_at": now,
@@ -45,9 +52,6 @@ class WebhookEventQuerySet(models.QuerySet["WebhookEvent"]):
         with connection.cursor() as cursor:
             cursor.execute(sql, list(values.values()))
             return cursor.fetchone() is not None
-
-    def unfinished(self) -> WebhookEventQuerySet:
-        return self.filter(status__in=WebhookEvent.UNFINISHED)
 
 
 _INSERT_SQL: dict[tuple[str, ...], str] = {}
@@ -107,7 +111,7 @@ class WebhookEvent(models.Model):
     due_at = models.DateTimeField(default=timezone.now)
     last_error = models.TextField(blank=True)
 
-    objects = WebhookEventQuerySet.as_manager()
+    objects = WebhookEventManager()
 
     class Meta:
         ordering = ["-received_at"]

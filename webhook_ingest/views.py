@@ -101,7 +101,7 @@ def _accept(request: HttpRequest, endpoint_name: str) -> tuple[str, str, bool, b
         raise UnsupportedContentType()
     body = decode_body(raw)
     # Verify first, over the exact bytes received, before parsing or storing anything.
-    verify_signature(body, request.headers.get("Stripe-Signature"), endpoint)
+    verify_signature(body, request.META.get("HTTP_STRIPE_SIGNATURE"), endpoint)
     parsed = parse_event(body)
     try:
         created = _record(parsed, body, endpoint.name)
