@@ -88,6 +88,9 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: a webhook delivery (a signed server-to-server POST) is answered by
+    # the view before the browser-facing middleware below runs for it.
+    "webhook_ingest.middleware.WebhookMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",

@@ -41,3 +41,21 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error | Warni
         else:
             messages.append(Error(text, hint=hint, id="webhook_ingest.E001"))
     return messages
+
+
+MIDDLEWARE_PATH = "webhook_ingest.middleware.WebhookMiddleware"
+
+
+@register(deploy=False)
+def check_middleware(app_configs: Any = None, **kwargs: Any) -> list[Warning]:
+    middleware = list(getattr(settings, "MIDDLEWARE", None) or [])
+    if MIDDLEWARE_PATH not in middleware or middleware.index(MIDDLEWARE_PATH) == 0:
+        return []
+    above = ", ".join(middleware[: middleware.index(MIDDLEWARE_PATH)])
+    return [
+        Warning(
+            f"{MIDDLEWARE_PATH} is not first in MIDDLEWARE.",
+            hint=f"Move it to the top: {above} still run(s) for every webhook delivery.",
+            id="webhook_ingest.W002",
+        )
+    ]
