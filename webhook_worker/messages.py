@@ -24,11 +24,10 @@ from typing import Any
 from celery import Celery
 from celery.app.task import Task
 from celery.signals import after_task_publish, before_task_publish
-from kombu import serialization
 from kombu.entity import maybe_delivery_mode
 from kombu.utils.uuid import uuid
 
-from .transport import RedisTransport
+from .transport import RedisTransport, kombu_json
 
 
 @dataclass(frozen=True)
@@ -39,8 +38,15 @@ class PlainMessages:
     queue: str
     delivery_mode: int | None
 
-    def build(self, channel: Any, event_id: str, event_type: str, reply_to: str) -> dict[str, Any]:
-        """The message `apply_async()` would hand the channel, ready for `put_many()`."""
+    def build(
+        self, channel: Any, event_id: str, event_type: str, reply_to: str, origin: str
+    ) -> dict[str, Any]:
+        """The message `apply_async()` would hand the channel, ready for `put_many()`.
+
+        `reply_to` and `origin` are what Celery would fill in for the calling
+        thread (`app.thread_oid`, `anon_nodename()`); the caller computes them
+        once for a batch.
+        """
         args = (event_id,)
         kwargs = {"trigger": "delivery", "event_type": event_type}
         argsrepr, kwargsrepr = repr(args), repr(kwargs)
@@ -50,6 +56,7 @@ class PlainMessages:
             args,
             kwargs,
             reply_to=reply_to,
+            origin=origin,
             shadow=self.task.shadow_name(args, kwargs, {}),
             ignore_result=True,
             argsrepr=argsrepr,
@@ -59,9 +66,9 @@ class PlainMessages:
         properties.update(
             argsrepr=argsrepr, kwargsrepr=kwargsrepr, delivery_mode=self.delivery_mode
         )
-        content_type, content_encoding, payload = serialization.dumps(body, serializer="json")
+        # What kombu's JSON serializer gives for such a body.
         message: dict[str, Any] = channel.prepare_message(
-            payload, 0, content_type, content_encoding, headers, properties
+            kombu_json(body).encode(), 0, "application/json", "utf-8", headers, properties
         )
         return message
 

@@ -15,6 +15,7 @@ import time
 from contextlib import nullcontext
 from typing import Any
 
+from celery.utils.nodenames import anon_nodename
 from django.db import connections
 from kombu import Connection
 
@@ -131,9 +132,9 @@ class BackgroundPublisher:
                 plain = plain_messages(app, self._connection.transport)
                 if plain is not None:
                     channel: Any = self._connection.default_channel
-                    reply_to = app.thread_oid
+                    reply_to, origin = app.thread_oid, anon_nodename()
                     messages = [
-                        plain.build(channel, event_id, event_type, reply_to)
+                        plain.build(channel, event_id, event_type, reply_to, origin)
                         for event_id, event_type in batch
                     ]
                     channel.put_many(plain.queue, messages)
