@@ -12,7 +12,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import redis
 from django.db import connection
 
 from devstack.services import EmbeddedRedis
@@ -154,18 +153,21 @@ def test_whole_worker_sigkilled_mid_handler_is_recovered_by_the_sweeper(lane: La
 def test_web_process_killed_before_publishing_what_it_acknowledged(
     redis_lane: Lane, own_redis: EmbeddedRedis
 ):
-    """Deliveries acknowledged while the broker took no writes, then the web
+    """Deliveries acknowledged while the broker did not answer, then the web
     process SIGKILLed before its publisher thread could send them: the events
     are stored and were never published, and the sweeper enqueues each one."""
-    web = redis_lane.web(workers=1)
-    broker = redis.Redis.from_url(own_redis.url)
-    events = [make_event("customer.created") for _ in range(10)]
-    broker.client_pause(60_000, all=False)  # writes wait; reads answer
+    # Between the web process and Redis, a hop that accepts connections and
+    # never answers: the publisher's first command waits there, and no byte of
+    # it reaches Redis, however close to the kill it was sent.
+    stalled = TcpProxy("127.0.0.1", own_redis.port)
+    stalled.stall()
     try:
+        web = redis_lane.web(workers=1, CELERY_BROKER_URL=f"redis://127.0.0.1:{stalled.port}/0")
+        events = [make_event("customer.created") for _ in range(10)]
         assert deliver_all(f"{web.url}/webhooks/stripe/", events) == [200] * len(events)
         web.kill()
     finally:
-        broker.client_unpause()
+        stalled.close()
     assert redis_queued_tasks(own_redis.url, redis_lane.queue) == []
     ids = {e["id"]: e["type"] for e in events}
     assert WebhookEvent.objects.filter(pk__in=ids, status="pending").count() == len(ids)
