@@ -1,0 +1,194 @@
+"""Instructions per call, counted by valgrind: a measure the machine's noise cannot move.
+
+    python -m bench.icount                  # every scenario
+    python -m bench.icount attempt request  # some of them
+
+On this shared machine the same code's CPU time moves by a third from one
+minute to the next; the instructions it executes do not (two runs of the same
+scenario agree to 0.01 %). Each scenario runs in a fresh process under
+`valgrind --tool=callgrind`, once with a few calls and once with many, and
+the difference divided by the extra calls is what one call costs, start-up
+left out. Only the calling process is counted: Postgres' and Redis' own work
+is not, nor the kernel's. Starts its own embedded Postgres and Redis.
+
+Scenarios: `request` (our WSGI app, called in-process with a signed
+4.3 KB event, the publish left out), `request-floor` (bench/floor_wsgi.py,
+its LPUSH included), `attempt` (`dispatch.process` on a stored event, no
+Celery around it), `attempt-floor` (the floor task's body), `publish-batch`
+(the publisher's `_publish_batch` of 10 events, per event), `apply-async`
+(one `process_event.apply_async`, as the publisher sends each message where
+it cannot build it itself).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import pickle
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bench.run import ROOT, Bench, log
+
+SCENARIOS = ("request", "request-floor", "attempt", "attempt-floor", "publish-batch", "apply-async")
+# Calls in the short and the long run of a scenario.
+FEW, MANY = 100, 600
+BATCH = 10
+
+
+def environ(signature: str, body: bytes) -> dict[str, Any]:
+    """What gunicorn hands the app for a Stripe delivery (the headers Stripe sends)."""
+    return {
+        "REQUEST_METHOD": "POST",
+        "PATH_INFO": "/webhooks/stripe/",
+        "SCRIPT_NAME": "",
+        "QUERY_STRING": "",
+        "SERVER_NAME": "127.0.0.1",
+        "SERVER_PORT": "80",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "HTTP_HOST": "127.0.0.1",
+        "HTTP_USER_AGENT": "Stripe/1.0 (+https://stripe.com/docs/webhooks)",
+        "HTTP_ACCEPT": "*/*; q=0.5, application/xml",
+        "HTTP_CACHE_CONTROL": "no-cache",
+        "CONTENT_TYPE": "application/json; charset=utf-8",
+        "CONTENT_LENGTH": str(len(body)),
+        "HTTP_STRIPE_SIGNATURE": signature,
+        "wsgi.input": io.BytesIO(body),
+        "wsgi.errors": sys.stderr,
+        "wsgi.url_scheme": "http",
+        "wsgi.version": (1, 0),
+        "wsgi.multithread": True,
+        "wsgi.multiprocess": True,
+        "wsgi.run_once": False,
+    }
+
+
+def calls(scenario: str, first: int, count: int, work: Path) -> Callable[[int], None]:
+    """The call to count, for call numbers `first` to `first + count - 1` (in the child)."""
+    import django
+
+    django.setup()
+    if scenario.startswith("request"):
+        bodies = pickle.loads((work / "bodies.pickle").read_bytes())
+        if scenario == "request":
+            import webhook_ingest.views
+            from config.wsgi import application
+
+            webhook_ingest.views.hand_over = lambda *args: None  # type: ignore[assignment]
+        else:
+            from bench.floor_wsgi import application
+
+        def start_response(status: str, headers: Any, exc_info: Any = None) -> None:
+            assert status.startswith("200"), status
+
+        def request(n: int) -> None:
+            result = application(environ(*bodies[n]), start_response)
+            b"".join(result)
+            getattr(result, "close", lambda: None)()
+
+        return request
+    if scenario.startswith("attempt"):
+        from bench.floor_celery import process as floor_process
+        from config.celery_app import app
+        from webhook_worker import dispatch
+
+        app.set_current()
+        prefix = "ours" if scenario == "attempt" else "floor"
+        if scenario == "attempt":
+            return lambda n: dispatch.process(f"evt_ic{prefix}{n:012d}", trigger="delivery")
+        return lambda n: floor_process.run(f"evt_ic{prefix}{n:012d}")
+    from webhook_worker import enqueue
+    from webhook_worker.publisher import publisher
+
+    if scenario == "publish-batch":
+        return lambda n: publisher._publish_batch(
+            [(f"evt_icpub{n:08d}{k:04d}", "customer.subscription.updated") for k in range(BATCH)]
+        )
+    return lambda n: enqueue._publish(f"evt_icaa{n:012d}", "customer.subscription.updated")
+
+
+def child(scenario: str, first: int, count: int, work: Path) -> None:
+    call = calls(scenario, first, count, work)
+    for n in range(first, first + count):
+        call(n)
+
+
+def prepare(bench: Bench, work: Path) -> None:
+    """Stored events for the attempts, and signed bodies for the requests."""
+    from dataclasses import replace
+
+    from webhook_ingest.models import WebhookEvent
+    from webhook_ingest.parsing import parse_event
+    from webhook_worker.testing import sign_body
+
+    body = bench.bodies.template
+    parsed = parse_event(body)
+    for prefix in ("ours", "floor"):
+        for n in range(FEW + MANY):
+            event_id = f"evt_ic{prefix}{n:012d}"
+            WebhookEvent.objects.record(replace(parsed, id=event_id), body, "default")
+    # Good for the endpoint's 300 s tolerance: the whole run takes less.
+    now = int(time.time()) + 240
+    bodies = []
+    for n in range(FEW + MANY):
+        signed = body.replace(bench.bodies.template_id, f"evt_icreq{n:012d}")
+        bodies.append((sign_body(signed, bench.secret, timestamp=now), signed.encode()))
+    (work / "bodies.pickle").write_bytes(pickle.dumps(bodies))
+
+
+def instructions(bench: Bench, work: Path, scenario: str, first: int, count: int) -> int:
+    # The floor's code never touches Django; the child sets it up all the same.
+    env = dict(bench.env, PYTHONHASHSEED="0")
+    argv = [
+        "valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
+        sys.executable, "-m", "bench.icount",
+        "--child", scenario, str(first), str(count), str(work),
+    ]  # fmt: skip
+    done = subprocess.run(argv, env=env, cwd=ROOT, capture_output=True, text=True)
+    match = re.search(r"Collected : (\d+)", done.stderr)
+    if done.returncode or not match:
+        raise RuntimeError(f"{scenario}: valgrind failed\n{done.stderr[-3000:]}")
+    return int(match.group(1))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.icount", description=__doc__)
+    parser.add_argument("scenarios", nargs="*", help=f"any of {', '.join(SCENARIOS)}")
+    parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        scenario, first, count, work = args.child
+        child(scenario, int(first), int(count), Path(work))
+        return 0
+    unknown = set(args.scenarios) - set(SCENARIOS)
+    if unknown:
+        parser.error(f"unknown scenario(s): {', '.join(sorted(unknown))}")
+    from bench.run import django_bench
+
+    with django_bench("bench-icount") as bench:
+        prepare(bench, bench.work)
+        rows = []
+        for scenario in args.scenarios or SCENARIOS:
+            few = instructions(bench, bench.work, scenario, 0, FEW)
+            many = instructions(bench, bench.work, scenario, FEW, MANY)
+            per_call = (many - few) / (MANY - FEW)
+            if scenario == "publish-batch":
+                per_call /= BATCH
+            rows.append((scenario, per_call))
+            log(f"  {scenario:<14} {per_call:12,.0f} instructions per call")
+            bench.broker.flushdb()
+        print()
+        for scenario, per_call in rows:
+            print(f"  {scenario:<14} {per_call:12,.0f} instructions per call")
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.settings")
+    sys.exit(main())
