@@ -9,10 +9,12 @@ from django.core.wsgi import get_wsgi_application
 from django.urls import get_resolver
 
 from config import celery_app
+from webhook_ingest.wsgi import WebhookLane
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
-application = get_wsgi_application()
+# Deliveries are answered ahead of Django's request handling (webhook_ingest/wsgi.py).
+application = WebhookLane(get_wsgi_application())
 
 # Import the URLconf (the views, the stripe library) and the broker transport
 # while the worker boots, not during the first webhook it receives.
