@@ -12,9 +12,13 @@ left out. Only the calling process is counted: Postgres' and Redis' own work
 is not, nor the kernel's. Starts its own embedded Postgres and Redis.
 
 Scenarios: `request` (our WSGI app, called in-process with a signed
-4.3 KB event, the publish left out), `request-floor` (bench/floor_wsgi.py,
+4.3 KB event, the publish left out), `request-django` (the same without
+the WebhookLane: through Django's request handling), `request-floor` (bench/floor_wsgi.py,
 its LPUSH included), `attempt` (`dispatch.process` on a stored event, no
-Celery around it), `attempt-floor` (the floor task's body), `publish-batch`
+Celery around it), `attempt-floor` (the floor task's body), `task` and
+`task-floor` (the same inside Celery's tracer, as a pool process runs a task:
+task signals, with Celery's Django fixup for ours, and the INFO log lines),
+`publish-batch`
 (the publisher's `_publish_batch` of 10 events, per event), `apply-async`
 (one `process_event.apply_async`, as the publisher sends each message where
 it cannot build it itself).
@@ -34,12 +38,30 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.run import ROOT, Bench, log
+from bench.run import EVENTS_TABLE, ROOT, Bench, log
 
-SCENARIOS = ("request", "request-floor", "attempt", "attempt-floor", "publish-batch", "apply-async")
+SCENARIOS = (
+    "request",
+    "request-django",
+    "request-floor",
+    "attempt",
+    "attempt-floor",
+    "task",
+    "task-floor",
+    "publish-batch",
+    "apply-async",
+)
 # Calls in the short and the long run of a scenario.
 FEW, MANY = 100, 600
 BATCH = 10
+
+
+# Scenarios that process stored events: each has events of its own.
+PROCESSING = ("attempt", "attempt-floor", "task", "task-floor")
+
+
+def stored_event(scenario: str, n: int) -> str:
+    return f"evt_ic{PROCESSING.index(scenario)}x{n:012d}"
 
 
 def environ(signature: str, body: bytes) -> dict[str, Any]:
@@ -81,6 +103,11 @@ def calls(scenario: str, first: int, count: int, work: Path) -> Callable[[int], 
             from config.wsgi import application
 
             webhook_ingest.views.hand_over = lambda *args: None  # type: ignore[assignment]
+        elif scenario == "request-django":
+            import webhook_ingest.views
+            from bench.django_wsgi import application
+
+            webhook_ingest.views.hand_over = lambda *args: None  # type: ignore[assignment]
         else:
             from bench.floor_wsgi import application
 
@@ -93,16 +120,17 @@ def calls(scenario: str, first: int, count: int, work: Path) -> Callable[[int], 
             getattr(result, "close", lambda: None)()
 
         return request
+    if scenario.startswith("task"):
+        return traced_task(scenario)
     if scenario.startswith("attempt"):
         from bench.floor_celery import process as floor_process
         from config.celery_app import app
         from webhook_worker import dispatch
 
         app.set_current()
-        prefix = "ours" if scenario == "attempt" else "floor"
         if scenario == "attempt":
-            return lambda n: dispatch.process(f"evt_ic{prefix}{n:012d}", trigger="delivery")
-        return lambda n: floor_process.run(f"evt_ic{prefix}{n:012d}")
+            return lambda n: dispatch.process(stored_event(scenario, n), trigger="delivery")
+        return lambda n: floor_process.run(stored_event(scenario, n))
     from webhook_worker import enqueue
     from webhook_worker.publisher import publisher
 
@@ -111,6 +139,46 @@ def calls(scenario: str, first: int, count: int, work: Path) -> Callable[[int], 
             [(f"evt_icpub{n:08d}{k:04d}", "customer.subscription.updated") for k in range(BATCH)]
         )
     return lambda n: enqueue._publish(f"evt_icaa{n:012d}", "customer.subscription.updated")
+
+
+def traced_task(scenario: str) -> Callable[[int], None]:
+    """The task as a prefork pool process runs it: Celery's tracer, signals and log lines."""
+    import logging
+    import uuid
+
+    from celery.app.trace import build_tracer
+
+    from bench.floor_celery import app as floor_app
+    from bench.floor_celery import process as floor_process
+    from config.celery_app import app
+
+    # What `celery worker --loglevel=INFO` sets up: the tracer's lines, formatted.
+    handler = logging.FileHandler(os.devnull)
+    handler.setFormatter(
+        logging.Formatter("[%(asctime)s: %(levelname)s/%(processName)s] %(message)s")
+    )
+    logging.getLogger().addHandler(handler)
+    logging.getLogger().setLevel(logging.INFO)
+    if scenario == "task":
+        from celery.fixups.django import DjangoWorkerFixup
+
+        from webhook_worker.tasks import process_event
+
+        app.set_current()
+        DjangoWorkerFixup(app).install().on_worker_process_init()
+        task: Any = app.tasks[process_event.name]
+        kwargs = {"trigger": "delivery", "event_type": "customer.subscription.updated"}
+    else:
+        floor_app.set_current()
+        task, kwargs = floor_app.tasks[floor_process.name], {}
+    trace = build_tracer(task.name, task, app=task.app, hostname="icount@localhost")
+
+    def run(n: int) -> None:
+        task_id = str(uuid.uuid4())
+        request = {"id": task_id, "hostname": "icount@localhost", "delivery_info": {}}
+        trace(task_id, [stored_event(scenario, n)], kwargs, request)
+
+    return run
 
 
 def child(scenario: str, first: int, count: int, work: Path) -> None:
@@ -129,9 +197,9 @@ def prepare(bench: Bench, work: Path) -> None:
 
     body = bench.bodies.template
     parsed = parse_event(body)
-    for prefix in ("ours", "floor"):
+    for scenario in PROCESSING:
         for n in range(FEW + MANY):
-            event_id = f"evt_ic{prefix}{n:012d}"
+            event_id = stored_event(scenario, n)
             WebhookEvent.objects.record(replace(parsed, id=event_id), body, "default")
     # Good for the endpoint's 300 s tolerance: the whole run takes less.
     now = int(time.time()) + 240
@@ -183,6 +251,8 @@ def main(argv: list[str] | None = None) -> int:
             rows.append((scenario, per_call))
             log(f"  {scenario:<14} {per_call:12,.0f} instructions per call")
             bench.broker.flushdb()
+            # The request scenarios post the same bodies: each stores them anew.
+            bench.db.execute(f"DELETE FROM {EVENTS_TABLE} WHERE id LIKE 'evt_icreq%'")
         print()
         for scenario, per_call in rows:
             print(f"  {scenario:<14} {per_call:12,.0f} instructions per call")

@@ -499,13 +499,9 @@ class Bench:
             name, _, assignments = spec.partition(":")
             env = dict(self.env)
             env.update(item.split("=", 1) for item in assignments.split(",") if item)
-            if "GUNICORN" in env:
-                options = env.pop("GUNICORN")
-            else:
-                options = args.gunicorn
-            variants.append(
-                self.launch(Web(name, "config.wsgi:application", options, env, self.logs))
-            )
+            options = env.pop("GUNICORN", args.gunicorn)
+            app = env.pop("WSGI", "config.wsgi:application")
+            variants.append(self.launch(Web(name, app, options, env, self.logs)))
         webs = [ours, *variants, floor]
         log(f"body: {EVENT_TYPE}, {self.bodies.size} bytes; gunicorn {args.gunicorn}")
         log("warming up")
@@ -854,7 +850,8 @@ def main(argv: list[str] | None = None) -> int:
         default=[],
         metavar="NAME:VAR=VALUE,...",
         help="also measure our ingest with these environment variables "
-        "(GUNICORN=options for other gunicorn options); repeatable",
+        "(GUNICORN=options for other gunicorn options, WSGI=module:name for another "
+        "application); repeatable",
     )
     parser.add_argument(
         "--e2e-variant",
