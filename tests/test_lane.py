@@ -13,6 +13,7 @@ import pytest
 from django.core.signals import got_request_exception
 from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 
 import webhook_ingest.views
 from config.wsgi import application
@@ -89,6 +90,17 @@ def test_a_delivery_is_stored_and_answered_by_the_view():
     status, _, content = call(body=body, signature=signature)
     assert (status, json.loads(content)["duplicate"]) == (200, True)
     assert WebhookEvent.objects.count() == 1
+
+
+def test_a_delivery_through_the_lane_costs_one_query_and_a_duplicate_two():
+    """The ingest hot path's regression guard, as gunicorn serves it."""
+    body, signature = signed(make_event())
+    with CaptureQueriesContext(connection) as new:
+        assert call(body=body, signature=signature)[0] == 200
+    with CaptureQueriesContext(connection) as duplicate:
+        assert call(body=body, signature=signature)[0] == 200
+    assert len(new) == 1 and "ON CONFLICT" in new[0]["sql"], [q["sql"] for q in new]
+    assert len(duplicate) == 2, [q["sql"] for q in duplicate]
 
 
 def test_same_answers_as_django_serving_the_view():
