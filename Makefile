@@ -46,7 +46,7 @@ screenshot: $(STAMP)
 	$(PY) -m devstack exec -- $(PY) docs/screenshot.py
 
 # Ingest and end to end against framework-free floors, side by side: prints
-# the results and rewrites docs/benchmarks.md (bench/run.py). ~12 minutes;
+# the results and rewrites docs/benchmarks.md (bench/run.py). ~15 minutes;
 # BENCH_ARGS=--quick for ~3. Installs wrk from Debian's packages if missing.
 BENCH_STAMP := $(VENV)/.bench-installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
