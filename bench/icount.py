@@ -27,7 +27,6 @@ it cannot build it itself).
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import pickle
 import re
@@ -38,7 +37,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.run import EVENTS_TABLE, ROOT, Bench, log
+from bench.run import EVENTS_TABLE, ROOT, Bench, log, wsgi_caller
 
 SCENARIOS = (
     "request",
@@ -64,33 +63,6 @@ def stored_event(scenario: str, n: int) -> str:
     return f"evt_ic{PROCESSING.index(scenario)}x{n:012d}"
 
 
-def environ(signature: str, body: bytes) -> dict[str, Any]:
-    """What gunicorn hands the app for a Stripe delivery (the headers Stripe sends)."""
-    return {
-        "REQUEST_METHOD": "POST",
-        "PATH_INFO": "/webhooks/stripe/",
-        "SCRIPT_NAME": "",
-        "QUERY_STRING": "",
-        "SERVER_NAME": "127.0.0.1",
-        "SERVER_PORT": "80",
-        "SERVER_PROTOCOL": "HTTP/1.1",
-        "HTTP_HOST": "127.0.0.1",
-        "HTTP_USER_AGENT": "Stripe/1.0 (+https://stripe.com/docs/webhooks)",
-        "HTTP_ACCEPT": "*/*; q=0.5, application/xml",
-        "HTTP_CACHE_CONTROL": "no-cache",
-        "CONTENT_TYPE": "application/json; charset=utf-8",
-        "CONTENT_LENGTH": str(len(body)),
-        "HTTP_STRIPE_SIGNATURE": signature,
-        "wsgi.input": io.BytesIO(body),
-        "wsgi.errors": sys.stderr,
-        "wsgi.url_scheme": "http",
-        "wsgi.version": (1, 0),
-        "wsgi.multithread": True,
-        "wsgi.multiprocess": True,
-        "wsgi.run_once": False,
-    }
-
-
 def calls(scenario: str, first: int, count: int, work: Path) -> Callable[[int], None]:
     """The call to count, for call numbers `first` to `first + count - 1` (in the child)."""
     import django
@@ -98,28 +70,18 @@ def calls(scenario: str, first: int, count: int, work: Path) -> Callable[[int], 
     django.setup()
     if scenario.startswith("request"):
         bodies = pickle.loads((work / "bodies.pickle").read_bytes())
-        if scenario == "request":
-            import webhook_ingest.views
-            from config.wsgi import application
-
-            webhook_ingest.views.hand_over = lambda *args: None  # type: ignore[assignment]
-        elif scenario == "request-django":
-            import webhook_ingest.views
-            from bench.django_wsgi import application
-
-            webhook_ingest.views.hand_over = lambda *args: None  # type: ignore[assignment]
-        else:
+        if scenario == "request-floor":
             from bench.floor_wsgi import application
+        else:
+            import webhook_ingest.views
 
-        def start_response(status: str, headers: Any, exc_info: Any = None) -> None:
-            assert status.startswith("200"), status
-
-        def request(n: int) -> None:
-            result = application(environ(*bodies[n]), start_response)
-            b"".join(result)
-            getattr(result, "close", lambda: None)()
-
-        return request
+            webhook_ingest.views.hand_over = lambda *args: None  # type: ignore[assignment]
+            if scenario == "request":
+                from config.wsgi import application
+            else:  # request-django
+                from bench.django_wsgi import application
+        call = wsgi_caller(application, bodies[first : first + count])
+        return lambda n: call()
     if scenario.startswith("task"):
         return traced_task(scenario)
     if scenario.startswith("attempt"):

@@ -13,21 +13,19 @@ are what the code costs, the high ones what the neighbours cost. Under load,
 from __future__ import annotations
 
 import argparse
-import io
 import itertools
 import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 from django.db import transaction
 from django.http import HttpRequest, JsonResponse
 from django.urls import path
 from django.views.decorators.csrf import csrf_exempt
 
-from bench.run import Bench, cpu_seconds, cpu_used, django_bench
+from bench.run import Bench, cpu_seconds, cpu_used, django_bench, wsgi_caller
 from tests.stack import child_pids
 
 BATCH = 100
@@ -80,42 +78,6 @@ def postgres_cpu_us(bench: Bench, fn: Callable[[], object], calls: int = 2000) -
     for _ in range(calls):
         fn()
     return 1e6 * cpu_used(before, client_backends(bench)) / calls
-
-
-def wsgi_caller(app: Any, bodies: Iterable[tuple[str, bytes]]) -> Callable[[], None]:
-    """A callable that POSTs the next signed body to a WSGI app and checks for 200."""
-    it = iter(bodies)
-
-    def start_response(status: str, headers: list[Any], exc_info: Any = None) -> None:
-        assert status.startswith("200"), status
-
-    def call() -> None:
-        signature, body = next(it)
-        environ = {
-            "REQUEST_METHOD": "POST",
-            "PATH_INFO": "/webhooks/stripe/",
-            "SCRIPT_NAME": "",
-            "QUERY_STRING": "",
-            "SERVER_NAME": "127.0.0.1",
-            "SERVER_PORT": "80",
-            "SERVER_PROTOCOL": "HTTP/1.1",
-            "HTTP_HOST": "127.0.0.1",
-            "CONTENT_TYPE": "application/json; charset=utf-8",
-            "CONTENT_LENGTH": str(len(body)),
-            "HTTP_STRIPE_SIGNATURE": signature,
-            "wsgi.input": io.BytesIO(body),
-            "wsgi.errors": sys.stderr,
-            "wsgi.url_scheme": "http",
-            "wsgi.version": (1, 0),
-            "wsgi.multithread": False,
-            "wsgi.multiprocess": True,
-            "wsgi.run_once": False,
-        }
-        result = app(environ, start_response)
-        b"".join(result)
-        getattr(result, "close", lambda: None)()
-
-    return call
 
 
 def signed_bodies(bench: Bench, count: int) -> list[tuple[str, bytes]]:

@@ -27,6 +27,7 @@ docs/benchmarks.md with the chart docs/benchmarks.png.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import platform
@@ -39,7 +40,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -207,6 +208,51 @@ class Worker(Process):
     def peak_rss_kib(self) -> dict[str, int]:
         children = [vm_hwm_kib(pid) for pid in self.children()]
         return {"main": vm_hwm_kib(self.pid), "pool_process": max(children, default=0)}
+
+
+# --- in-process calls (bench.profile, bench.icount) ----------------------------
+
+
+def delivery_environ(signature: str, body: bytes) -> dict[str, Any]:
+    """What gunicorn hands a WSGI app for a Stripe delivery (the headers Stripe sends)."""
+    return {
+        "REQUEST_METHOD": "POST",
+        "PATH_INFO": PATH,
+        "SCRIPT_NAME": "",
+        "QUERY_STRING": "",
+        "SERVER_NAME": "127.0.0.1",
+        "SERVER_PORT": "80",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "HTTP_HOST": "127.0.0.1",
+        "HTTP_USER_AGENT": "Stripe/1.0 (+https://stripe.com/docs/webhooks)",
+        "HTTP_ACCEPT": "*/*; q=0.5, application/xml",
+        "HTTP_CACHE_CONTROL": "no-cache",
+        "CONTENT_TYPE": "application/json; charset=utf-8",
+        "CONTENT_LENGTH": str(len(body)),
+        "HTTP_STRIPE_SIGNATURE": signature,
+        "wsgi.input": io.BytesIO(body),
+        "wsgi.errors": sys.stderr,
+        "wsgi.url_scheme": "http",
+        "wsgi.version": (1, 0),
+        "wsgi.multithread": True,
+        "wsgi.multiprocess": True,
+        "wsgi.run_once": False,
+    }
+
+
+def wsgi_caller(app: Any, bodies: Iterable[tuple[str, bytes]]) -> Callable[[], None]:
+    """A callable that POSTs the next signed body to a WSGI app and checks for 200."""
+    it = iter(bodies)
+
+    def start_response(status: str, headers: list[Any], exc_info: Any = None) -> None:
+        assert status.startswith("200"), status
+
+    def call() -> None:
+        result = app(delivery_environ(*next(it)), start_response)
+        b"".join(result)
+        getattr(result, "close", lambda: None)()
+
+    return call
 
 
 # --- the benchmark -----------------------------------------------------------
