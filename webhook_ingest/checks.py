@@ -9,6 +9,8 @@ from django.core.checks import Error, Tags, Warning, register
 
 from .conf import DEFAULTS, SETTING_NAME, webhook_settings
 from .exceptions import WebhookConfigurationError
+from .models import WebhookEvent
+from .signals import event_ready
 
 
 @register(Tags.security, deploy=False)
@@ -57,5 +59,22 @@ def check_middleware(app_configs: Any = None, **kwargs: Any) -> list[Warning]:
             f"{MIDDLEWARE_PATH} is not first in MIDDLEWARE.",
             hint=f"Move it to the top: {above} still run(s) for every webhook delivery.",
             id="webhook_ingest.W002",
+        )
+    ]
+
+
+@register()
+def check_consumer(app_configs: Any = None, **kwargs: Any) -> list[Error]:
+    if event_ready.has_listeners(WebhookEvent):
+        return []
+    return [
+        Error(
+            "Nothing processes the webhook events this project accepts: no receiver is "
+            "connected to webhook_ingest.signals.event_ready.",
+            hint=(
+                'Add "webhook_worker" to INSTALLED_APPS (it enqueues each event for a '
+                "Celery worker), or connect a receiver of your own."
+            ),
+            id="webhook_ingest.E003",
         )
     ]

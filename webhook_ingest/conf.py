@@ -31,6 +31,9 @@ DEFAULTS: dict[str, Any] = {
     "RETRY_SCHEDULE": [10, 60, 300, 1800, 3600, 3600, 3600],
     # +/- fraction applied to each delay, so a failing burst does not retry in lockstep.
     "RETRY_JITTER": 0.2,
+    # Longest delay a retry waits in the broker (a countdown message). A longer
+    # one waits in the database, and the sweeper (beat) publishes it when due.
+    "MAX_BROKER_DELAY": 30,
     # Sweeper: an event pending, retrying or processing this long past due is re-enqueued.
     "REQUEUE_AFTER": 300,
     # Bodies larger than this are refused with 413 before being read.
@@ -42,6 +45,9 @@ DEFAULTS: dict[str, Any] = {
 }
 
 ENDPOINT_KEYS = {"SECRETS", "TOLERANCE"}
+# Redis redelivers a message unacknowledged for an hour (kombu's default
+# visibility_timeout); RabbitMQ cancels a consumer holding one for 30 minutes.
+MAX_BROKER_DELAY_LIMIT = 900
 
 
 @dataclass(frozen=True)
@@ -137,6 +143,15 @@ class WebhookSettings:
             if jitter >= 1:
                 raise _fail(f"RETRY_JITTER must be below 1 (a fraction), got {value!r}.")
             return jitter
+        if key == "MAX_BROKER_DELAY":
+            delay = _number(value, "MAX_BROKER_DELAY")
+            if delay > MAX_BROKER_DELAY_LIMIT:
+                raise _fail(
+                    f"MAX_BROKER_DELAY must be at most {MAX_BROKER_DELAY_LIMIT} seconds (well "
+                    "below Redis' visibility timeout and RabbitMQ's consumer_timeout), "
+                    f"got {value!r}."
+                )
+            return delay
         if key == "REQUEUE_AFTER":
             return _number(value, "REQUEUE_AFTER")
         if key == "MAX_BODY_BYTES":

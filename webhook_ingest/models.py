@@ -3,25 +3,49 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from functools import cached_property
 from typing import Any
 
-from django.db import connection, models
+from django.db import connections, models, router
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.models import CharField, Count, F, Func, Value
 from django.utils import timezone
 
 from .parsing import ParsedEvent
 
-# A due time far in the past: "sweep me at the next run" (the enqueue failed).
-SWEEP_NOW = datetime(2000, 1, 1, tzinfo=UTC)
+
+def type_category() -> Func:
+    """SQL for the first segment of the type: `customer` for customer.subscription.created."""
+    return Func(F("type"), Value("."), Value(1), function="split_part", output_field=CharField())
 
 
 class WebhookEventQuerySet(models.QuerySet["WebhookEvent"]):
     def unfinished(self) -> WebhookEventQuerySet:
         return self.filter(status__in=WebhookEvent.UNFINISHED)
 
+    def count_by_status(self) -> dict[str, int]:
+        """Events per status, every status present (one GROUP BY over the status index)."""
+        counts = dict.fromkeys(WebhookEvent.Status.values, 0)
+        for status, n in self.order_by().values_list("status").annotate(n=Count("pk")):
+            counts[status] = n
+        return counts
+
+    def count_by_status_and_category(self) -> dict[tuple[str, str], int]:
+        """Events per (status, category), for the statuses and categories present."""
+        rows = (
+            self.order_by()
+            .annotate(category=type_category())
+            .values_list("status", "category")
+            .annotate(n=Count("pk"))
+        )
+        return {(status, category): n for status, category, n in rows}
+
 
 class WebhookEventManager(models.Manager.from_queryset(WebhookEventQuerySet)):  # type: ignore[misc]
+    def db_for_write(self) -> str:
+        """The database alias events are written to (DATABASE_ROUTERS decide)."""
+        return router.db_for_write(self.model)
+
     # On the manager, not the queryset: the view calls it on every delivery,
     # and `objects.<queryset method>` builds a QuerySet first.
     def record(self, parsed: ParsedEvent, body: str, endpoint: str) -> bool:
@@ -46,19 +70,21 @@ class WebhookEventManager(models.Manager.from_queryset(WebhookEventQuerySet)):  
             "attempts": 0,
             "received_at": now,
             "due_at": now,
+            "scheduled": False,
             "last_error": "",
         }
-        sql = _insert_sql(list(values))
+        connection = connections[self.db_for_write()]
+        sql = _insert_sql(connection, list(values))
         with connection.cursor() as cursor:
             cursor.execute(sql, list(values.values()))
             return cursor.fetchone() is not None
 
 
-_INSERT_SQL: dict[tuple[str, ...], str] = {}
+_INSERT_SQL: dict[tuple[str, tuple[str, ...]], str] = {}
 
 
-def _insert_sql(fields: list[str]) -> str:
-    key = tuple(fields)
+def _insert_sql(connection: BaseDatabaseWrapper, fields: list[str]) -> str:
+    key = (connection.alias, tuple(fields))
     if key not in _INSERT_SQL:
         meta = WebhookEvent._meta
         qn = connection.ops.quote_name
@@ -109,6 +135,10 @@ class WebhookEvent(models.Model):
     # When a worker should next pick the event up; the sweeper re-enqueues
     # unfinished events that are REQUEUE_AFTER past this.
     due_at = models.DateTimeField(default=timezone.now)
+    scheduled = models.BooleanField(
+        default=False,
+        help_text="A retry waiting in the database: the sweeper publishes it when due.",
+    )
     last_error = models.TextField(blank=True)
 
     objects = WebhookEventManager()

@@ -21,11 +21,9 @@ import logging
 from functools import partial
 from typing import Any
 
-from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
+from django.db import DatabaseError, InterfaceError, OperationalError, connections, transaction
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
-
-from webhook_worker.enqueue import hand_over
 
 from .conf import webhook_settings
 from .exceptions import (
@@ -38,7 +36,7 @@ from .exceptions import (
 )
 from .models import WebhookEvent
 from .parsing import ParsedEvent, decode_body, parse_event
-from .signals import delivery_accepted, delivery_rejected
+from .signals import delivery_accepted, delivery_rejected, event_ready
 from .signature import verify_signature
 
 logger = logging.getLogger(__name__)
@@ -80,6 +78,7 @@ def _record(parsed: ParsedEvent, body: str, endpoint: str) -> bool:
     instead, and the INSERT is idempotent, so it is simply sent again on a
     fresh connection. Any other error, or a second failure, propagates.
     """
+    connection = connections[WebhookEvent.objects.db_for_write()]
     reused = connection.connection is not None
     try:
         return WebhookEvent.objects.record(parsed, body, endpoint)
@@ -136,9 +135,18 @@ def receive(request: HttpRequest, endpoint: str = "default") -> JsonResponse:
         return _error(exc.status_code, exc.code, exc.detail)
     if enqueue:
         # Autocommit here (non_atomic_requests), so this runs at once, after
-        # the INSERT committed: a worker can never see the message before the
-        # row. The publish itself happens in the background (hand_over).
-        transaction.on_commit(partial(hand_over, event_id, event_type))
+        # the INSERT committed: whatever a receiver hands the id to can never
+        # see it before the row.
+        transaction.on_commit(
+            partial(
+                event_ready.send,
+                sender=WebhookEvent,
+                event_id=event_id,
+                event_type=event_type,
+                endpoint=endpoint,
+            ),
+            using=WebhookEvent.objects.db_for_write(),
+        )
     delivery_accepted.send(
         sender=WebhookEvent,
         event_id=event_id,
