@@ -1,1 +1,5 @@
-"""Process stored Stripe events in Celery workers: handlers, retries, the sweeper."""
+"""Process recorded Stripe webhook events: handlers, Celery tasks, retries, the sweeper."""
+
+from webhook_ingest import __version__
+
+__all__ = ["__version__"]

@@ -25,7 +25,7 @@ from django.utils import timezone
 
 from webhook_ingest.models import WebhookEvent
 
-from .enqueue import enqueue_event
+from .enqueue import enqueue_or_mark
 from .models import WebhookAttempt
 
 logger = logging.getLogger(__name__)
@@ -99,7 +99,7 @@ def retry_events(ids: Iterable[str], *, include_succeeded: bool = False) -> Retr
 
 
 def _retry_batch(batch: list[str], allowed: set[str], summary: RetrySummary) -> None:
-    with transaction.atomic():
+    with transaction.atomic(using=WebhookEvent.objects.db_for_write()):
         locked = dict(
             WebhookEvent.objects.select_for_update(skip_locked=True)
             .filter(pk__in=batch)
@@ -119,13 +119,18 @@ def _retry_batch(batch: list[str], allowed: set[str], summary: RetrySummary) -> 
             else:
                 queue.append((pk, status))
         ids = [pk for pk, _ in queue]
-        WebhookEvent.objects.filter(pk__in=ids).update(status=Status.PENDING, due_at=timezone.now())
+        WebhookEvent.objects.filter(pk__in=ids).update(
+            status=Status.PENDING, due_at=timezone.now(), scheduled=False
+        )
         types = dict(WebhookEvent.objects.filter(pk__in=ids).values_list("pk", "type"))
         summary.queued.extend(ids)
-        transaction.on_commit(lambda: _publish([(pk, types[pk]) for pk in ids], summary))
+        transaction.on_commit(
+            lambda: _enqueue([(pk, types[pk]) for pk in ids], summary),
+            using=WebhookEvent.objects.db_for_write(),
+        )
 
 
-def _publish(events: list[tuple[str, str]], summary: RetrySummary) -> None:
+def _enqueue(events: list[tuple[str, str]], summary: RetrySummary) -> None:
     for pk, event_type in events:
-        if not enqueue_event(pk, event_type, trigger=WebhookAttempt.Trigger.MANUAL):
+        if not enqueue_or_mark(pk, event_type, trigger=WebhookAttempt.Trigger.MANUAL):
             summary.broker_unavailable.append(pk)

@@ -1,20 +1,20 @@
-"""The event admin, extended with what the worker knows: attempt history and retries.
+"""The admin for webhook events: find them, read them with their attempt history, retry them.
 
-`webhook_ingest.admin` registers a read-only `WebhookEventAdmin`; this module
-replaces that registration with a subclass that adds each event's attempts
-and the retry actions. Retrying needs the change permission on webhook
-events; viewing needs only the view permission.
+Events are evidence of what Stripe sent: nobody adds, edits or deletes them
+here, superusers included. The view permission lets staff look; retrying
+takes the change permission on webhook events.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.contrib.admin.utils import quote, unquote
 from django.core.exceptions import PermissionDenied
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.http import (
     Http404,
     HttpRequest,
@@ -24,75 +24,144 @@ from django.http import (
 )
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
-from django.utils.html import format_html, format_html_join
-from django.utils.safestring import SafeString
+from django.utils.html import format_html
 
-from webhook_ingest import admin as ingest_admin
 from webhook_ingest.models import WebhookEvent
 
 from .actions import RetrySummary, retry_events
-from .models import WebhookAttempt
+from .admin_display import (
+    COUNTS_ATTR,
+    CategoryFilter,
+    StatusFilter,
+    attempt_table,
+    status_badge,
+)
 
-OUTCOME_STATUS: dict[str, str] = {
-    WebhookAttempt.Outcome.RUNNING: WebhookEvent.Status.PROCESSING,
-    WebhookAttempt.Outcome.SUCCEEDED: WebhookEvent.Status.SUCCEEDED,
-    WebhookAttempt.Outcome.RETRY: WebhookEvent.Status.RETRYING,
-    WebhookAttempt.Outcome.FAILED: WebhookEvent.Status.FAILED,
-    WebhookAttempt.Outcome.LOST: WebhookEvent.Status.FAILED,
-}
+Status = WebhookEvent.Status
+
+EVENT_FIELDS = (
+    "id",
+    "type",
+    "status_display",
+    "attempts",
+    "last_error",
+    "object_id",
+    "livemode",
+    "account",
+    "api_version",
+    "endpoint",
+)
+TIME_FIELDS = ("created", "received_at", "due_at", "processed_at")
 
 
-def _attempt_row(attempt: WebhookAttempt) -> tuple[Any, ...]:
-    duration = "" if attempt.duration_ms is None else f"{attempt.duration_ms:,.1f} ms"
-    error: SafeString | str = ""
-    if attempt.error_class:
-        error = format_html("<strong>{}</strong>: {}", attempt.error_class, attempt.error_message)
-    if attempt.traceback:
-        error = format_html(
-            "{}<details><summary>traceback</summary><pre>{}</pre></details>",
-            error,
-            attempt.traceback,
-        )
-    return (
-        attempt.number,
-        ingest_admin.status_badge(
-            OUTCOME_STATUS.get(attempt.outcome, ""), attempt.get_outcome_display()
-        ),
-        attempt.get_trigger_display(),
-        attempt.started_at.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3],
-        duration,
-        attempt.worker,
-        error,
+@admin.register(WebhookEvent)
+class WebhookEventAdmin(admin.ModelAdmin):
+    """Read-only event list and pages, with the attempt history and the retry actions."""
+
+    list_display = [
+        "id",
+        "type",
+        "status_display",
+        "attempts",
+        "received_at",
+        "processed_at",
+        "livemode",
+        "endpoint",
+    ]
+    list_filter = [
+        StatusFilter,
+        CategoryFilter,
+        "type",
+        "livemode",
+        "endpoint",
+        "received_at",
+    ]
+    search_fields = ["id", "type", "object_id"]
+    search_help_text = (
+        "An event id (evt_…), a data.object id (cus_…, in_…, pi_…), or a type or its "
+        "beginning (invoice.pay)."
     )
-
-
-class WebhookEventAdmin(ingest_admin.WebhookEventAdmin):
-    """Adds the attempt history and the retry actions."""
-
+    list_per_page = 50
+    # An exact count of a large table on every page view is not worth its cost.
+    show_full_result_count = False
     actions = ["retry_selected", "rerun_selected"]
     fieldsets = [
-        *ingest_admin.WebhookEventAdmin.fieldsets,
+        (None, {"fields": EVENT_FIELDS}),
+        ("Times", {"fields": TIME_FIELDS}),
+        ("Payload", {"fields": ["payload_display"]}),
+        ("Raw body", {"fields": ["body_display"], "classes": ["collapse"]}),
         ("Attempts", {"fields": ["attempt_history"]}),
     ]
-    readonly_fields = [*ingest_admin.WebhookEventAdmin.readonly_fields, "attempt_history"]
+    readonly_fields = [
+        *EVENT_FIELDS,
+        *TIME_FIELDS,
+        "payload_display",
+        "body_display",
+        "attempt_history",
+    ]
+
+    @admin.display(description="status", ordering="status")
+    def status_display(self, obj: WebhookEvent) -> str:
+        return status_badge(obj.status, obj.get_status_display())
+
+    @admin.display(description="payload")
+    def payload_display(self, obj: WebhookEvent) -> str:
+        try:
+            text = json.dumps(obj.payload, indent=2, ensure_ascii=False)
+        except ValueError:
+            text = obj.body
+        # format_html escapes the payload: it is untrusted input.
+        return format_html('<pre class="webhook-json">{}</pre>', text)
+
+    @admin.display(description="body exactly as received")
+    def body_display(self, obj: WebhookEvent) -> str:
+        return format_html('<pre class="webhook-json">{}</pre>', obj.body)
 
     @admin.display(description="attempt history")
     def attempt_history(self, obj: WebhookEvent) -> str:
-        attempts = WebhookAttempt.objects.filter(event_id=obj.pk).order_by("number")
-        if not attempts:
-            return "No attempt yet."
-        rows = format_html_join(
-            "",
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>"
-            "<td>{}</td></tr>",
-            (_attempt_row(a) for a in attempts),
+        return attempt_table(obj)
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[WebhookEvent]:
+        queryset = super().get_queryset(request)
+        match = request.resolver_match
+        if match is not None and match.url_name and match.url_name.endswith("changelist"):
+            queryset = queryset.defer("body")  # the list never shows it; it can be large
+        return queryset
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[WebhookEvent], search_term: str
+    ) -> tuple[QuerySet[WebhookEvent], bool]:
+        # Exact ids and a type prefix: each uses an index, unlike icontains.
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        return (
+            queryset.filter(Q(pk=term) | Q(object_id=term) | Q(type__startswith=term)),
+            False,
         )
-        return format_html(
-            '<table class="webhook-attempts"><thead><tr><th>#</th><th>outcome</th>'
-            "<th>trigger</th><th>started (UTC)</th><th>duration</th><th>worker</th>"
-            "<th>error</th></tr></thead><tbody>{}</tbody></table>",
-            rows,
-        )
+
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        counts = WebhookEvent.objects.count_by_status()
+        setattr(request, COUNTS_ATTR, counts)  # the status filter shows them too
+        context = {
+            "status_counts": [
+                (value, status_badge(value, f"{label}: {counts[value]}"))
+                for value, label in Status.choices
+            ],
+            **(extra_context or {}),
+        }
+        return super().changelist_view(request, context)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
 
     def has_retry_permission(self, request: HttpRequest) -> bool:
         """Retrying changes an event's state, so it takes the change permission."""
@@ -129,8 +198,8 @@ class WebhookEventAdmin(ingest_admin.WebhookEventAdmin):
             "subtitle": None,
             "opts": self.opts,
             "events": events,
-            "succeeded": [e for e in events if e.status == WebhookEvent.Status.SUCCEEDED],
-            "processing": [e for e in events if e.status == WebhookEvent.Status.PROCESSING],
+            "succeeded": [e for e in events if e.status == Status.SUCCEEDED],
+            "processing": [e for e in events if e.status == Status.PROCESSING],
             "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
             "media": self.media,
         }
@@ -159,16 +228,14 @@ class WebhookEventAdmin(ingest_admin.WebhookEventAdmin):
         form_url: str = "",
         obj: WebhookEvent | None = None,
     ) -> HttpResponse:
-        if obj is not None and obj.status != WebhookEvent.Status.PROCESSING:
+        if obj is not None and obj.status != Status.PROCESSING:
             if self.has_retry_permission(request):
                 context["webhook_retry_url"] = reverse(
                     f"{self.admin_site.name}:{self._url_name('retry')}",
                     args=[quote(obj.pk)],
                 )
                 context["webhook_retry_label"] = (
-                    "Re-run this event…"
-                    if obj.status == WebhookEvent.Status.SUCCEEDED
-                    else "Retry this event"
+                    "Re-run this event…" if obj.status == Status.SUCCEEDED else "Retry this event"
                 )
         return super().render_change_form(request, context, add, change, form_url, obj)
 
@@ -187,7 +254,7 @@ class WebhookEventAdmin(ingest_admin.WebhookEventAdmin):
             raise Http404("No such webhook event.")
         one = WebhookEvent.objects.filter(pk=event.pk)
         confirmed = request.POST.get("post") == "yes"
-        if event.status == WebhookEvent.Status.SUCCEEDED and not confirmed:
+        if event.status == Status.SUCCEEDED and not confirmed:
             confirmation = self.rerun_selected(request, one)
             assert confirmation is not None
             return confirmation
@@ -197,8 +264,3 @@ class WebhookEventAdmin(ingest_admin.WebhookEventAdmin):
             self.retry_selected(request, one)
         change = f"{self.admin_site.name}:{self._url_name('change')}"
         return HttpResponseRedirect(reverse(change, args=[object_id]))
-
-
-if admin.site.is_registered(WebhookEvent):
-    admin.site.unregister(WebhookEvent)
-admin.site.register(WebhookEvent, WebhookEventAdmin)

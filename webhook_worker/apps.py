@@ -10,12 +10,19 @@ class WebhookWorkerConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        # The system checks, the receiver counting ingest rejections, and the
-        # publisher: loaded with the app rather than by the first webhook,
-        # whose response would wait for the import (~50 ms); its thread still
-        # starts on first use.
-        from . import checks, metrics, publisher  # noqa: F401
+        # Modules that need the app registry, imported once it is ready:
+        # checks and metrics register themselves (system checks, the receiver
+        # counting ingest rejections), tasks registers the Celery tasks in web
+        # processes too, and the publisher takes the events ingest accepts.
+        from webhook_ingest.models import WebhookEvent
+        from webhook_ingest.signals import event_ready
 
+        from . import checks, metrics, tasks  # noqa: F401
+        from .publisher import enqueue_accepted
+
+        event_ready.connect(
+            enqueue_accepted, sender=WebhookEvent, dispatch_uid="webhook_worker.enqueue"
+        )
         # Import every installed app's webhooks.py, in web and worker processes
         # alike, so handlers are registered before the first event arrives.
         autodiscover_modules("webhooks")

@@ -1,64 +1,103 @@
-"""System checks for the worker side: retries versus the broker, eager mode."""
+"""System checks for the Celery side: the traps that leave events waiting forever, quietly."""
 
 from __future__ import annotations
 
 from typing import Any
 from urllib.parse import urlparse
 
+from celery import current_app
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Warning, register
 
+from webhook_ingest.conf import webhook_settings
 from webhook_ingest.exceptions import WebhookConfigurationError
 
-# kombu's default for transports that redeliver unacked messages.
-DEFAULT_VISIBILITY_TIMEOUT = 3600
+from .celery import PROCESS_EVENT, SWEEP
+
+# Transports that redeliver a message left unacknowledged this long (kombu's default).
 VISIBILITY_TRANSPORTS = {"redis", "rediss", "sqs", "redis+socket", "sentinel"}
-AMQP_TRANSPORTS = {"amqp", "amqps", "pyamqp", "librabbitmq"}
-# RabbitMQ's default delivery acknowledgement timeout (30 minutes).
-RABBITMQ_CONSUMER_TIMEOUT = 1800
+DEFAULT_VISIBILITY_TIMEOUT = 3600
+# Brokers that live inside one process: web and worker never share a message.
+IN_PROCESS_TRANSPORTS = {"memory", "filesystem"}
+
+CELERY_SETUP_HINT = (
+    "Define the project's Celery app in <project>/celery.py as Celery's 'First steps "
+    "with Django' shows, call webhook_worker.celery.configure_celery(app) there, and "
+    "import the app in <project>/__init__.py (see the README, 'Use it in your project')."
+)
+
+
+def _uses_fallback_app() -> bool:
+    """True when no Celery app was created for this project (Celery's own fallback is in use).
+
+    Celery creates that fallback, named "default" and without the Django fixup
+    that every app created with `Celery(...)` has, only when no other app exists.
+    """
+    return bool(current_app.main == "default" and not getattr(current_app, "fixups", None))
 
 
 @register()
 def check_celery(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
-    from celery import current_app
-
-    from .retry import longest_delay
-
+    if _uses_fallback_app():
+        return [
+            Error(
+                "No Celery app is loaded for this Django project: accepted webhook events "
+                "would be sent to Celery's default app (amqp://localhost) and stay pending.",
+                hint=CELERY_SETUP_HINT,
+                id="webhook_worker.E001",
+            )
+        ]
     conf = current_app.conf
     messages: list[CheckMessage] = []
     scheme = urlparse(str(conf.broker_url or "")).scheme
-    try:
-        longest = longest_delay()
-    except WebhookConfigurationError:
-        return []  # reported by webhook_ingest.E002
+    if scheme in IN_PROCESS_TRANSPORTS and not settings.DEBUG:
+        messages.append(
+            Error(
+                f"The Celery broker is {scheme}://, which web and worker processes do not "
+                "share: accepted webhook events would never reach a worker.",
+                hint="Set CELERY_BROKER_URL to a Redis or RabbitMQ server.",
+                id="webhook_worker.E002",
+            )
+        )
+    accepted = {str(c).split("/")[-1] for c in (conf.accept_content or ())}
+    if "json" not in accepted:
+        messages.append(
+            Error(
+                "CELERY_ACCEPT_CONTENT does not include JSON: workers would refuse every "
+                f"{PROCESS_EVENT} message.",
+                hint='Add "json" to CELERY_ACCEPT_CONTENT.',
+                id="webhook_worker.E003",
+            )
+        )
     if scheme in VISIBILITY_TRANSPORTS:
-        options = conf.broker_transport_options or {}
-        timeout = options.get("visibility_timeout", DEFAULT_VISIBILITY_TIMEOUT)
-        if longest >= timeout:
+        timeout = (conf.broker_transport_options or {}).get(
+            "visibility_timeout", DEFAULT_VISIBILITY_TIMEOUT
+        )
+        try:
+            delay = webhook_settings.MAX_BROKER_DELAY
+        except WebhookConfigurationError:
+            delay = 0  # reported by webhook_ingest.E002
+        if delay >= timeout:
             messages.append(
                 Error(
-                    f"The longest webhook retry delay ({longest:.0f}s with jitter) is not "
-                    f"shorter than the broker visibility timeout ({timeout}s).",
-                    hint=(
-                        "A delayed retry message would be redelivered every visibility "
-                        "timeout until it is due. Raise CELERY_BROKER_TRANSPORT_OPTIONS"
-                        '["visibility_timeout"] above it, or shorten '
-                        'STRIPE_WEBHOOKS["RETRY_SCHEDULE"].'
-                    ),
-                    id="webhook_worker.E001",
+                    f'STRIPE_WEBHOOKS["MAX_BROKER_DELAY"] ({delay:g}s) is not shorter than '
+                    f"the broker's visibility timeout ({timeout}s): a delayed retry would be "
+                    "redelivered before it is due.",
+                    hint="Lower MAX_BROKER_DELAY (longer retries then wait in the database).",
+                    id="webhook_worker.E004",
                 )
             )
-    if scheme in AMQP_TRANSPORTS and longest >= RABBITMQ_CONSUMER_TIMEOUT:
+    if not any(
+        isinstance(entry, dict) and entry.get("task") == SWEEP
+        for entry in (conf.beat_schedule or {}).values()
+    ):
         messages.append(
             Warning(
-                f"The longest webhook retry delay ({longest:.0f}s with jitter) exceeds "
-                f"RabbitMQ's default consumer_timeout ({RABBITMQ_CONSUMER_TIMEOUT}s).",
-                hint=(
-                    "Workers hold delayed retries unacknowledged until they are due; "
-                    "RabbitMQ closes the channel of a consumer that holds a message longer "
-                    "than consumer_timeout. Raise consumer_timeout in rabbitmq.conf above "
-                    'the longest delay, or shorten STRIPE_WEBHOOKS["RETRY_SCHEDULE"].'
-                ),
+                f"The sweeper ({SWEEP}) is not in Celery beat's schedule: retries waiting "
+                "in the database and events whose broker message was lost would never be "
+                "enqueued.",
+                hint="Call webhook_worker.celery.configure_celery(app) in the project's "
+                "celery.py (it schedules the sweeper every minute), and run celery beat.",
                 id="webhook_worker.W002",
             )
         )

@@ -33,16 +33,18 @@ import traceback as tb
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from django.db import DatabaseError, OperationalError, connection, transaction
+from django.db import DatabaseError, OperationalError, connections, transaction
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.utils import CursorWrapper
 from django.utils import timezone
 
+from webhook_ingest.conf import webhook_settings
 from webhook_ingest.models import WebhookEvent
 
 from . import statements
 from .models import WebhookAttempt
-from .retry import max_attempts, retry_delay
-from .webhooks import PermanentFailure, handlers_for
+from .retry import retry_delay
+from .webhooks import PermanentFailure, call_handlers
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +74,8 @@ class AttemptResult:
 
     outcome: str  # succeeded | retry | failed | skipped | missing | busy
     retry_in: float | None = None
+    # Set when the retry waits in the database (longer than MAX_BROKER_DELAY).
+    due_at: datetime | None = None
     error: BaseException | None = None
     detail: str = ""
 
@@ -103,17 +107,18 @@ def error_class_name(exc: BaseException) -> str:
 class _EventLock:
     """The event's session-level advisory lock, as this session holds it or not."""
 
-    def __init__(self, event_id: str) -> None:
+    def __init__(self, connection: BaseDatabaseWrapper, event_id: str) -> None:
+        self.connection = connection
         self.params = {"event_id": event_id}
         self.held = False
 
     def wait(self, seconds: float) -> bool:
         """Block until the lock is free, for at most `seconds`; True if taken."""
-        with connection.cursor() as cursor:
+        with self.connection.cursor() as cursor:
             timeout = f"{int(seconds * 1000)}ms"
             cursor.execute("SELECT set_config('lock_timeout', %s, false)", [timeout])
             try:
-                cursor.execute(f"SELECT pg_advisory_lock({statements.LOCK_KEY})", self.params)
+                cursor.execute(statements.LOCK_SQL, self.params)
                 self.held = True
             except OperationalError:
                 pass
@@ -126,18 +131,18 @@ class _EventLock:
             return
         self.held = False
         try:
-            with connection.cursor() as cursor:
-                cursor.execute(f"SELECT pg_advisory_unlock({statements.LOCK_KEY})", self.params)
+            with self.connection.cursor() as cursor:
+                cursor.execute(statements.UNLOCK_SQL, self.params)
         except DatabaseError:
             pass  # session gone, and the lock with it
 
 
 def process(event_id: str, trigger: str, worker: str = "", task_id: str = "") -> AttemptResult:
     """Run one attempt at `event_id`. Safe to call any number of times, concurrently."""
-    lock = _EventLock(event_id)
+    connection = connections[WebhookEvent.objects.db_for_write()]
+    lock = _EventLock(connection, event_id)
     try:
-        # One cursor for the claim and the finish: a Django cursor costs about
-        # a tenth of an attempt's client-side work to open and close.
+        # One cursor for the claim and the finish.
         with connection.cursor() as cursor:
             claimed = _claim(cursor, lock, event_id, trigger, worker, task_id)
             if claimed is None:  # a live session has the lock, or its owner just died
@@ -160,6 +165,7 @@ def _claim(
     cursor: CursorWrapper, lock: _EventLock, event_id: str, trigger: str, worker: str, task_id: str
 ) -> tuple[WebhookEvent, _Attempt] | AttemptResult | None:
     """Take the lock (unless held) and claim the event; None if another session has the lock."""
+    connection = lock.connection
     now = timezone.now()
     manual = trigger == WebhookAttempt.Trigger.MANUAL
     worker, task_id = worker[:255], task_id[:255]
@@ -179,7 +185,7 @@ def _claim(
             "now": now,
             "not_before": now + EARLY_SLACK,
             "manual": manual,
-            "max_attempts": max_attempts(),
+            "max_attempts": webhook_settings.max_attempts,
             "trigger": trigger,
             "worker": worker,
             "task_id": task_id,
@@ -221,12 +227,12 @@ class _Superseded(Exception):
 def _run(
     cursor: CursorWrapper, lock: _EventLock, event: WebhookEvent, attempt: _Attempt
 ) -> AttemptResult:
-    handlers = handlers_for(event.type)
     started = time.perf_counter()
     try:
-        with transaction.atomic():
-            for func in handlers:
-                func(event=event)
+        # Everything from here on closes the attempt, whatever raises: the
+        # registry, a handler, the finish. Never an event left `processing`.
+        with transaction.atomic(using=lock.connection.alias):
+            call_handlers(event)
             # Succeeded only if this attempt is still the event's current one
             # (a manual retry may have reset it meanwhile); else roll back.
             # The same statement releases the lock (see finish_sql).
@@ -247,35 +253,43 @@ def _run(
     except _Superseded:
         return AttemptResult("skipped", detail="superseded by a later attempt")
     except Exception as exc:
-        return _record_failure(event, attempt, exc, started)
-    # Success is the common case: Celery's worker already logs each task's
-    # outcome and the attempt log has the details, so this line is DEBUG
-    # (formatting and writing it was ~5 % of an attempt's CPU).
+        return _record_failure(lock.connection, event, attempt, exc, started)
+    # Celery's worker already logs each task's outcome and the attempt log
+    # has the details: success is DEBUG.
     logger.debug(
-        "event %s (%s) attempt %d succeeded: %d handler(s) in %.1f ms",
-        event.pk, event.type, attempt.number, len(handlers), (time.perf_counter() - started) * 1000,
+        "event %s (%s) attempt %d succeeded in %.1f ms",
+        event.pk, event.type, attempt.number, (time.perf_counter() - started) * 1000,
     )  # fmt: skip
     return AttemptResult("succeeded")
 
 
 def _record_failure(
-    event: WebhookEvent, attempt: _Attempt, exc: Exception, started: float
+    connection: BaseDatabaseWrapper,
+    event: WebhookEvent,
+    attempt: _Attempt,
+    exc: Exception,
+    started: float,
 ) -> AttemptResult:
     duration_ms = (time.perf_counter() - started) * 1000
-    if isinstance(exc, DatabaseError):
+    if isinstance(exc, DatabaseError) and not connection.in_atomic_block:
         # The handlers' connection may be the casualty (killed, server
-        # restarted); record the failure on a fresh one.
+        # restarted); record the failure on a fresh one. (Inside a caller's
+        # transaction, a test's, the connection is not ours to close.)
         connection.close_if_unusable_or_obsolete()
     delay = None if isinstance(exc, PermanentFailure) else retry_delay(attempt.number)
     now = timezone.now()
+    due_at = now if delay is None else now + timedelta(seconds=delay)
+    # A retry longer than MAX_BROKER_DELAY waits here, not in the broker.
+    scheduled = delay is not None and delay > webhook_settings.MAX_BROKER_DELAY
     error_class = error_class_name(exc)
     message = str(exc)[:MAX_ERROR_MESSAGE]
-    with transaction.atomic():
+    with transaction.atomic(using=connection.alias):
         updated = WebhookEvent.objects.filter(
             pk=event.pk, status=Status.PROCESSING, attempts=attempt.number
         ).update(
             status=Status.FAILED if delay is None else Status.RETRYING,
-            due_at=now if delay is None else now + timedelta(seconds=delay),
+            due_at=due_at,
+            scheduled=scheduled,
             last_error=f"{error_class}: {message}"[:MAX_ERROR_MESSAGE],
         )
         # Only while the attempt is still open: a worker that took the event
@@ -301,4 +315,4 @@ def _record_failure(
         "event %s (%s) attempt %d failed (%s: %s); retrying in %.1fs",
         event.pk, event.type, attempt.number, error_class, message, delay,
     )  # fmt: skip
-    return AttemptResult("retry", retry_in=delay, error=exc)
+    return AttemptResult("retry", retry_in=delay, error=exc, due_at=due_at if scheduled else None)

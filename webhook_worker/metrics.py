@@ -26,11 +26,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from celery import current_app
 from django.db import DatabaseError
-from django.db.models import CharField, Count, F, Func, Min, Value
+from django.db.models import Count, Min
 from django.dispatch import receiver
 from django.utils import timezone
-from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client import CollectorRegistry, Counter, generate_latest, multiprocess
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -96,18 +97,7 @@ class Snapshot:
 def snapshot(with_attempts: bool = True) -> Snapshot:
     """Read the figures; raises DatabaseError when the database is unreachable."""
     now = timezone.now()
-    snap = Snapshot()
-    category = Func(
-        F("type"), Value("."), Value(1), function="split_part", output_field=CharField()
-    )
-    rows = (
-        WebhookEvent.objects.order_by()
-        .annotate(type_category=category)
-        .values("status", "type_category")
-        .annotate(n=Count("pk"))
-    )
-    for row in rows:
-        snap.events[(row["status"], row["type_category"])] = row["n"]
+    snap = Snapshot(events=WebhookEvent.objects.count_by_status_and_category())
     oldest = (
         WebhookEvent.objects.unfinished()
         .order_by()
@@ -127,8 +117,7 @@ def snapshot(with_attempts: bool = True) -> Snapshot:
 
 
 def broker_reachable(timeout: int = 2) -> bool:
-    from celery import current_app
-
+    """Whether the broker of the project's Celery app (the one events are enqueued on) answers."""
     try:
         with current_app.connection_for_write() as conn:
             conn.ensure_connection(max_retries=1, timeout=timeout)
@@ -220,8 +209,6 @@ def render() -> tuple[bytes, str]:
     """The Prometheus text exposition and its content type."""
     registry = CollectorRegistry()
     if multiprocess_enabled():
-        from prometheus_client import multiprocess
-
         multiprocess.MultiProcessCollector(registry)
     else:
         registry.register(REJECTIONS)

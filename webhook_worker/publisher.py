@@ -1,7 +1,9 @@
-"""The web process's publisher thread: stored events published in batches, off the request.
+"""Enqueue the events the webhook view accepted, from a thread of the web process, in batches.
 
-`hand_over` (webhook_worker/enqueue.py) gives it each event the webhook view
-has committed; the response never waits for the broker.
+`enqueue_accepted` receives `webhook_ingest.signals.event_ready` (connected
+in apps.py) once a delivery's event is committed. It hands the event to this
+process's publisher thread, and the response goes out without waiting for
+the broker.
 """
 
 from __future__ import annotations
@@ -15,41 +17,36 @@ import time
 from contextlib import nullcontext
 from typing import Any
 
-from celery.utils.nodenames import anon_nodename
+from celery import current_app
 from django.db import connections
-from kombu import Connection
 
-from .enqueue import _publish, mark_for_sweep
-from .messages import plain_messages
+from webhook_ingest.conf import webhook_settings
+
+from .enqueue import enqueue, enqueue_or_mark, mark_for_sweep
 
 logger = logging.getLogger(__name__)
 
 # Most events one batch publishes.
 BATCH_LIMIT = 500
 # At most one batch per this many seconds. An event arriving alone is
-# published at once; under a burst each publish carries what arrived in the
-# meantime. A batch's fixed cost under load (the Redis command, the thread's
-# wake-up) is several times one message's: at 0.02 s the thread spent about a
-# third of the CPU per event it spent publishing as soon as it could
-# (docs/benchmarks.md), and an event waits at most this long for its publish.
+# published at once; under a burst each batch carries what arrived in the
+# meantime, and an event waits at most this long (docs/benchmarks.md).
 PUBLISH_INTERVAL = 0.02
 # How long a process's exit waits for the events handed over to be published.
 EXIT_FLUSH_SECONDS = 10.0
 
+Item = tuple[str, str] | None  # (event id, event type), or the stop signal
+
 
 class BackgroundPublisher:
-    """One thread per process that publishes the events handed to it, in batches.
+    """One thread per process that enqueues the events handed to it, in batches.
 
-    `submit` only appends to a queue. The thread takes everything waiting
-    (at most BATCH_LIMIT) and publishes it at once, then goes back to
-    waiting. On Redis it builds the messages itself (webhook_worker/messages.py)
-    and pushes the batch in one command on a connection of its own; elsewhere,
-    or when something hooks Celery's publishing, it calls `apply_async` for
-    each, on one producer inside kombu's `Producer.batch()` (one Redis pipeline;
-    transports without batching publish message by message). Under a burst the
-    batches grow by themselves; an event arriving alone is published at once.
-    A batch that cannot be published (broker down) is marked for the sweeper,
-    as a failed inline publish is.
+    `enqueue` only appends to a queue. The thread takes everything waiting
+    (at most BATCH_LIMIT) and publishes it with Celery's `apply_async`, on
+    one producer from Celery's pool, inside kombu's `Producer.batch()` where
+    kombu has it (one Redis pipeline per batch; other transports publish
+    message by message). A batch the broker cannot take is marked for the
+    sweeper, with everything queued behind it.
 
     The thread starts on first use in each process (gunicorn forks workers
     after import), and the process's exit waits up to EXIT_FLUSH_SECONDS for
@@ -60,13 +57,11 @@ class BackgroundPublisher:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._queue: queue.SimpleQueue[tuple[str, str] | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[Item] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._pid: int | None = None
-        # The thread's own broker connection, for the batches it builds itself.
-        self._connection: Connection | None = None
 
-    def submit(self, event_id: str, event_type: str) -> None:
+    def enqueue(self, event_id: str, event_type: str) -> None:
         if self._pid != os.getpid():
             self._start()
         self._queue.put((event_id, event_type))
@@ -78,7 +73,6 @@ class BackgroundPublisher:
             # After a fork the parent's thread is gone, and so is whatever it
             # had not published: this process starts with its own queue.
             self._queue = queue.SimpleQueue()
-            self._connection = None  # the parent's socket is not this process's
             self._thread = threading.Thread(
                 target=self._run, args=(self._queue,), name="webhook-publisher", daemon=True
             )
@@ -96,7 +90,7 @@ class BackgroundPublisher:
         thread.join(timeout)
         return not thread.is_alive()
 
-    def _run(self, pending: queue.SimpleQueue[tuple[str, str] | None]) -> None:
+    def _run(self, pending: queue.SimpleQueue[Item]) -> None:
         stop = False
         published = 0.0
         while not stop:
@@ -115,67 +109,42 @@ class BackgroundPublisher:
                         logger.warning(
                             "broker unreachable: %d more event(s) left to the sweeper", len(rest)
                         )
-                        self._mark_for_sweep([event_id for event_id, _ in rest])
+                        _mark_for_sweep([event_id for event_id, _ in rest])
             except Exception:  # never let the thread die: later events need it
                 logger.exception("the webhook publisher failed on %d event(s)", len(batch))
 
-    def _publish_batch(self, batch: list[tuple[str, str]]) -> bool:
+    @staticmethod
+    def _publish_batch(batch: list[tuple[str, str]]) -> bool:
         """Publish `batch`; False if the broker could not take it (marked for the sweeper)."""
-        from .tasks import process_event
-
-        app = process_event.app
-        # Two tries: a connection the broker dropped fails the first.
+        # Two tries: a pooled connection the broker dropped fails the first.
         for _ in range(2):
             try:
-                if self._connection is None:
-                    self._connection = app.connection_for_write()
-                plain = plain_messages(app, self._connection.transport)
-                if plain is not None:
-                    channel: Any = self._connection.default_channel
-                    reply_to, origin = app.thread_oid, anon_nodename()
-                    messages = [
-                        plain.build(channel, event_id, event_type, reply_to, origin)
-                        for event_id, event_type in batch
-                    ]
-                    channel.put_many(plain.queue, messages)
-                    return True
-                with app.producer_or_acquire() as producer:
-                    grouped = producer.batch() if hasattr(producer, "batch") else nullcontext()
+                with current_app.producer_or_acquire() as producer:
+                    grouped: Any = producer.batch() if hasattr(producer, "batch") else nullcontext()
                     with grouped:
                         for event_id, event_type in batch:
-                            _publish(event_id, event_type, producer=producer)
+                            enqueue(event_id, event_type, producer=producer)
                 return True
             except Exception as exc:  # any broker/transport failure: the rows are safe
                 error = exc
-                self._drop_connection()
         logger.warning(
             "could not enqueue %d event(s) (%s: %s); the sweeper will enqueue them",
             len(batch), type(error).__name__, error,
         )  # fmt: skip
-        self._mark_for_sweep([event_id for event_id, _ in batch])
+        _mark_for_sweep([event_id for event_id, _ in batch])
         return False
 
-    def _drop_connection(self) -> None:
-        connection, self._connection = self._connection, None
-        if connection is not None:
-            try:
-                connection.release()
-            except Exception:  # already broken; a new one is opened next time
-                logger.debug("closing the publisher's broker connection failed", exc_info=True)
 
-    @staticmethod
-    def _mark_for_sweep(event_ids: list[str]) -> None:
-        try:
-            for start in range(0, len(event_ids), BATCH_LIMIT):
-                mark_for_sweep(event_ids[start : start + BATCH_LIMIT])
-        finally:
-            connections.close_all()  # this thread's; it rarely needs one
+def _mark_for_sweep(event_ids: list[str]) -> None:
+    try:
+        for start in range(0, len(event_ids), BATCH_LIMIT):
+            mark_for_sweep(event_ids[start : start + BATCH_LIMIT])
+    finally:
+        connections.close_all()  # this thread's; it rarely needs one
 
 
 def _take(
-    pending: queue.SimpleQueue[tuple[str, str] | None],
-    limit: int | None = None,
-    not_before: float = 0.0,
+    pending: queue.SimpleQueue[Item], limit: int | None = None, not_before: float = 0.0
 ) -> tuple[list[tuple[str, str]], bool]:
     """Take queued events, and whether the stop signal (None) was among them.
 
@@ -206,6 +175,18 @@ def _take(
 
 
 publisher = BackgroundPublisher()
+
+
+def enqueue_accepted(sender: Any, event_id: str, event_type: str, **kwargs: Any) -> None:
+    """Receiver of `event_ready`: enqueue a just-committed event without making the view wait.
+
+    Inline instead when `ENQUEUE_IN_BACKGROUND` is off, or when Celery runs
+    tasks eagerly (the task then runs before this returns).
+    """
+    if not webhook_settings.ENQUEUE_IN_BACKGROUND or current_app.conf.task_always_eager:
+        enqueue_or_mark(event_id, event_type)
+    else:
+        publisher.enqueue(event_id, event_type)
 
 
 @atexit.register

@@ -7,11 +7,6 @@ import random
 from webhook_ingest.conf import webhook_settings
 
 
-def max_attempts() -> int:
-    """Attempts before an event is dead-lettered: `len(RETRY_SCHEDULE) + 1`."""
-    return int(webhook_settings.max_attempts)
-
-
 def retry_delay(
     failed_attempt: int,
     schedule: tuple[float, ...] | None = None,
@@ -32,12 +27,3 @@ def retry_delay(
     base = float(schedule[failed_attempt - 1])
     spread = (rng or random).uniform(-jitter, jitter)
     return max(0.0, base * (1 + spread))
-
-
-def longest_delay(schedule: tuple[float, ...] | None = None, jitter: float | None = None) -> float:
-    """The longest delay the schedule can produce, jitter included."""
-    if schedule is None:
-        schedule = webhook_settings.RETRY_SCHEDULE
-    if jitter is None:
-        jitter = webhook_settings.RETRY_JITTER
-    return max(schedule, default=0.0) * (1 + jitter)

@@ -1,18 +1,21 @@
-"""The worker's hot-path statements, each a single round trip.
+"""The worker's statements about an event's advisory lock, and its hot-path SQL.
 
 A successful attempt costs four round trips: claim (one autocommit
 statement that also takes the event's advisory lock), BEGIN, finish (one
 statement, after the handlers' own queries, that also releases the lock),
 COMMIT. They are written in SQL because the ORM needs a round trip per row
-it touches, and on a busy worker each round trip costs about as much CPU as
-a handler that does little.
+it touches.
+
+The lock's key is encoded here only: as the SQL that takes and releases it,
+and as the condition that finds it in `pg_locks` (the sweeper's "no live
+worker has this event").
 """
 
 from __future__ import annotations
 
 from functools import cache
 
-from django.db import connection
+from django.db import connections
 from django.db.models import Model
 
 from webhook_ingest.models import WebhookEvent
@@ -29,19 +32,39 @@ SUCCEEDED, FAILED = _Status.SUCCEEDED.value, _Status.FAILED.value
 RUNNING, LOST = _Outcome.RUNNING.value, _Outcome.LOST.value
 
 
+def _quote(name: str) -> str:
+    return connections[WebhookEvent.objects.db_for_write()].ops.quote_name(name)
+
+
 def _table(model: type[Model]) -> str:
-    return connection.ops.quote_name(model._meta.db_table)
+    return _quote(model._meta.db_table)
 
 
 def _col(model: type[Model], name: str) -> str:
     field = model._meta.get_field(name)
-    return connection.ops.quote_name(field.column)  # type: ignore[union-attr,arg-type]
+    return _quote(field.column)  # type: ignore[union-attr,arg-type]
 
 
 # First key of the two-key advisory lock on an event: keeps our locks apart
-# from any the project takes itself. (ASCII "WHK1".)
+# from any the project takes itself. (ASCII "WHK1".) The second key is the
+# hash of the event id.
 LOCK_NAMESPACE = 0x57484B31
 LOCK_KEY = f"{LOCK_NAMESPACE}::int4, hashtext(%(event_id)s::text)"
+LOCK_SQL = f"SELECT pg_advisory_lock({LOCK_KEY})"
+UNLOCK_SQL = f"SELECT pg_advisory_unlock({LOCK_KEY})"
+
+
+def lock_free_sql() -> str:
+    """SQL true when no session holds the advisory lock of the event row at hand.
+
+    The same key as LOCK_KEY, as `pg_locks` shows a two-int4-key advisory lock.
+    """
+    id_column = f"{_table(WebhookEvent)}.{_col(WebhookEvent, 'id')}"
+    return (
+        "NOT EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' "
+        f"AND l.classid = {LOCK_NAMESPACE} AND l.objsubid = 2 "
+        f"AND l.objid = hashtext({id_column})::oid)"
+    )
 
 
 @cache
@@ -98,6 +121,7 @@ def claim_sql() -> str:
                 {_col(E, "attempts")} = CASE WHEN {exhausted}
                     THEN {e("attempts")} ELSE {e("attempts")} + 1 END,
                 {_col(E, "due_at")} = %(now)s,
+                {_col(E, "scheduled")} = false,
                 {_col(E, "last_error")} = CASE WHEN {exhausted}
                     THEN %(lost_error)s ELSE {e("last_error")} END
             WHERE (SELECT held FROM lock) AND {e("id")} = %(event_id)s

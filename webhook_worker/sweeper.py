@@ -1,78 +1,127 @@
-"""Find events the broker lost and enqueue them again.
+"""The sweeper, run by beat every minute: publish due retries, and find events the broker lost.
 
-An event is stale when it is unfinished and more than REQUEUE_AFTER past
-its due time: `pending` never reached a worker, `retrying` lost its retry
-message, `processing` lost its worker. Rows are claimed with
-`SELECT ... FOR UPDATE SKIP LOCKED` and their due time moved to now, so any
-number of sweepers can run at once and each stale event is enqueued once.
+1. Due retries. A retry longer than MAX_BROKER_DELAY waits in the database
+   (`retrying`, `scheduled`, with its due time) instead of in the broker.
+   Each run publishes those due within the next MAX_BROKER_DELAY seconds, with
+   a countdown to their due time, so a retry starts within one sweep
+   interval of its due time (to the second when the interval is no longer
+   than MAX_BROKER_DELAY).
+2. Stale events. An event is stale when it is unfinished and more than
+   REQUEUE_AFTER past its due time: `pending` never reached a worker,
+   `retrying` lost its retry message, `processing` lost its worker (its
+   advisory lock is free). Each is enqueued again.
+
+Rows are claimed with `SELECT ... FOR UPDATE SKIP LOCKED` and updated in the
+same transaction, so any number of sweepers can run at once and each event
+is enqueued once.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.db import transaction
-from django.db.models import QuerySet
+from django.db.models import BooleanField, QuerySet
+from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
 from webhook_ingest.conf import webhook_settings
 from webhook_ingest.models import WebhookEvent
 
-from .enqueue import enqueue_event, mark_for_sweep
+from .enqueue import enqueue_or_mark, mark_for_sweep
 from .models import WebhookAttempt
-from .statements import LOCK_NAMESPACE
+from .statements import lock_free_sql
 
 logger = logging.getLogger(__name__)
 
+Status = WebhookEvent.Status
 BATCH_SIZE = 500
-
-
-# A `processing` event whose advisory lock is held has a live worker (a slow
-# handler), not a lost one: leave it alone.
-def _not_running_sql() -> str:
-    table = WebhookEvent._meta.db_table
-    return (
-        "NOT EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' "
-        f"AND l.classid = {LOCK_NAMESPACE} AND l.objsubid = 2 "
-        f'AND l.objid = hashtext("{table}"."id")::oid)'
-    )
 
 
 def stale_events(now: datetime | None = None) -> QuerySet[WebhookEvent]:
     """Unfinished events more than REQUEUE_AFTER past due, without a live worker."""
     now = now or timezone.now()
     cutoff = now - timedelta(seconds=webhook_settings.REQUEUE_AFTER)
-    return WebhookEvent.objects.filter(status__in=WebhookEvent.UNFINISHED, due_at__lt=cutoff).extra(
-        where=[_not_running_sql()]
+    no_live_worker = RawSQL(lock_free_sql(), [], output_field=BooleanField())
+    return WebhookEvent.objects.filter(
+        no_live_worker, status__in=WebhookEvent.UNFINISHED, due_at__lt=cutoff
     )
 
 
-def requeue_stale(now: datetime | None = None, batch_size: int = BATCH_SIZE) -> int:
-    """Enqueue every stale event once; returns how many were enqueued."""
+def due_retries(now: datetime | None = None) -> QuerySet[WebhookEvent]:
+    """Retries waiting in the database that are due within MAX_BROKER_DELAY."""
     now = now or timezone.now()
+    horizon = now + timedelta(seconds=webhook_settings.MAX_BROKER_DELAY)
+    return WebhookEvent.objects.filter(status=Status.RETRYING, scheduled=True, due_at__lte=horizon)
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    """What one run of the sweeper enqueued, and whether the broker refused anything."""
+
+    retries: int = 0
+    stale: int = 0
+    broker_unreachable: bool = False
+
+    @property
+    def total(self) -> int:
+        return self.retries + self.stale
+
+
+def sweep(now: datetime | None = None, batch_size: int = BATCH_SIZE) -> SweepResult:
+    """One run: publish due retries, then re-enqueue stale events."""
+    now = now or timezone.now()
+    retries, ok = _claim_and_enqueue(
+        due_retries(now), now, batch_size, WebhookAttempt.Trigger.RETRY, keep_due=True
+    )
+    stale, stale_ok = _claim_and_enqueue(
+        stale_events(now), now, batch_size, WebhookAttempt.Trigger.SWEEPER
+    )
+    result = SweepResult(retries, stale, not (ok and stale_ok))
+    if result.total:
+        logger.info("sweeper: %d due retr(ies) published, %d stale event(s) re-enqueued",
+                    retries, stale)  # fmt: skip
+    return result
+
+
+def _claim_and_enqueue(
+    queryset: QuerySet[WebhookEvent],
+    now: datetime,
+    batch_size: int,
+    trigger: str,
+    keep_due: bool = False,
+) -> tuple[int, bool]:
+    """Claim the rows of `queryset` in batches and enqueue each once.
+
+    Returns how many were enqueued, and False if the broker refused one (the
+    rest are then left marked for the next run). A claimed row is no longer
+    `scheduled`; a stale one is due `now`, so the next run does not pick it
+    again for REQUEUE_AFTER. A due retry keeps its due time and is published
+    with a countdown to it.
+    """
     total = 0
     while True:
-        with transaction.atomic():
+        with transaction.atomic(using=WebhookEvent.objects.db_for_write()):
             rows = list(
-                stale_events(now)
-                .select_for_update(skip_locked=True)
+                queryset.select_for_update(skip_locked=True)
                 .order_by("due_at")
-                .values_list("pk", "type")[:batch_size]
+                .values_list("pk", "type", "due_at")[:batch_size]
             )
             if not rows:
                 break
-            # Due "now": the next run will not pick them again for REQUEUE_AFTER.
-            WebhookEvent.objects.filter(pk__in=[pk for pk, _ in rows]).update(due_at=now)
-        for index, (pk, event_type) in enumerate(rows):
-            if not enqueue_event(pk, event_type, trigger=WebhookAttempt.Trigger.SWEEPER):
-                # Broker down: leave the rest marked for the next run.
-                mark_for_sweep([p for p, _ in rows[index + 1 :]])
+            changes = {"scheduled": False} if keep_due else {"due_at": now, "scheduled": False}
+            WebhookEvent.objects.filter(pk__in=[pk for pk, _, _ in rows]).update(**changes)
+        for index, (pk, event_type, due_at) in enumerate(rows):
+            countdown = (due_at - now).total_seconds() if keep_due else 0.0
+            if not enqueue_or_mark(
+                pk, event_type, trigger=trigger, countdown=countdown if countdown > 0 else None
+            ):
+                mark_for_sweep([p for p, _, _ in rows[index + 1 :]])
                 logger.warning("sweeper stopped: broker unreachable; %d enqueued", total)
-                return total
+                return total, False
             total += 1
         if len(rows) < batch_size:
             break
-    if total:
-        logger.info("sweeper re-enqueued %d stale event(s)", total)
-    return total
+    return total, True

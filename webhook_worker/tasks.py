@@ -1,4 +1,4 @@
-"""Celery tasks: process one event, and sweep for events the broker lost.
+"""Celery tasks: process one event, and sweep (due retries, events the broker lost).
 
 Messages carry the event id (plus its type, for monitoring, and what
 triggered them), never the event itself: the database row is the truth.
@@ -11,17 +11,23 @@ import os
 from typing import Any
 
 from celery import Task, shared_task
+from celery.exceptions import Retry
 from celery.signals import task_postrun
 from django.db import DatabaseError, close_old_connections
 
+from webhook_ingest.conf import webhook_settings
+
 from . import dispatch, sweeper
+from .celery import PROCESS_EVENT, SWEEP
+from .enqueue import task_kwargs
 from .models import WebhookAttempt
 from .retry import retry_delay
 
 logger = logging.getLogger(__name__)
 
 # Database unreachable: retry the message this many times (at the first
-# RETRY_SCHEDULE delay), then leave the event to the sweeper.
+# RETRY_SCHEDULE delay, at most MAX_BROKER_DELAY), then leave the event to
+# the sweeper.
 MAX_INFRASTRUCTURE_RETRIES = 30
 
 
@@ -36,19 +42,20 @@ class EventTask(Task):
 @shared_task(
     bind=True,
     base=EventTask,
-    name="webhook_worker.process_event",
+    name=PROCESS_EVENT,
     # At-least-once: ack only after the attempt finished, requeue if the
     # worker process dies mid-attempt. dispatch makes the repeats harmless.
     acks_late=True,
     reject_on_worker_lost=True,
     ignore_result=True,
+    serializer="json",
     max_retries=None,  # RETRY_SCHEDULE decides, in dispatch
 )
 def process_event(
     self: Task, event_id: str, trigger: str = "delivery", event_type: str = ""
 ) -> str:
     """Run the handlers registered for the stored event `event_id`."""
-    retry_kwargs = {"trigger": WebhookAttempt.Trigger.RETRY, "event_type": event_type}
+    retry_kwargs = task_kwargs(event_type, WebhookAttempt.Trigger.RETRY)
     try:
         result = dispatch.process(
             event_id,
@@ -60,9 +67,14 @@ def process_event(
         if self.request.retries >= MAX_INFRASTRUCTURE_RETRIES:
             raise
         logger.warning("database error processing %s (%s); retrying", event_id, exc)
-        raise self.retry(countdown=retry_delay(1) or 10, exc=exc, kwargs=retry_kwargs) from exc
+        countdown = min(retry_delay(1) or 10, webhook_settings.MAX_BROKER_DELAY)
+        raise self.retry(countdown=countdown, exc=exc, kwargs=retry_kwargs) from exc
+    error = result.error if isinstance(result.error, Exception) else None
+    if result.outcome == "retry" and result.due_at is not None:
+        # The retry waits in the database; the sweeper publishes it when due.
+        # Shown as a retry in Flower, without a message in the broker.
+        raise Retry(f"retry at {result.due_at.isoformat()} (scheduled)", exc=error)
     if result.outcome == "retry":
-        error = result.error if isinstance(result.error, Exception) else None
         raise self.retry(countdown=result.retry_in, exc=error, kwargs=retry_kwargs)
     if result.outcome == "failed" and result.error is not None:
         # Dead-lettered: show it as FAILURE in Flower too. Already recorded.
@@ -88,7 +100,7 @@ def drop_broken_connections(sender: Task | None = None, **kwargs: Any) -> None:
     close_old_connections()
 
 
-@shared_task(name="webhook_worker.requeue_stale", ignore_result=True)
+@shared_task(name=SWEEP, ignore_result=True)
 def requeue_stale() -> int:
-    """Re-enqueue events the broker lost (run every minute by beat)."""
-    return sweeper.requeue_stale()
+    """Publish due retries and re-enqueue events the broker lost (run by beat)."""
+    return sweeper.sweep().total

@@ -1,8 +1,17 @@
-"""Realistic, correctly signed Stripe events for tests and `webhooks_send_test`.
+"""Realistic, correctly signed Stripe events, and helpers for a project's own tests.
 
-    from webhook_worker.testing import build_event, encode_event, sign_body
+    from webhook_worker.testing import build_event, deliver, run_handlers
 
-    event = build_event("invoice.paid", metadata={"order": "42"})
+    event = deliver("invoice.paid")             # through the real view, then the handlers
+    event = deliver(build_event("invoice.paid", metadata={"order": "42"}))
+    event = run_handlers("customer.created")    # stored and handled, without the view
+
+Both return the stored `WebhookEvent`, once its handlers have run in this
+process, inside the test's transaction: they work in a plain Django
+`TestCase` and in pytest-django tests, with no broker and no worker. A
+handler's exception is raised (after the attempt is recorded) unless
+`raise_errors=False`.
+
     body = encode_event(event)                  # pretty-printed, as Stripe sends it
     header = sign_body(body, "whsec_...")       # the Stripe-Signature header value
 
@@ -24,6 +33,16 @@ from importlib import resources
 from typing import Any
 
 import stripe
+from django.core.exceptions import ImproperlyConfigured
+from django.test import Client
+from django.urls import reverse
+
+from webhook_ingest.conf import webhook_settings
+from webhook_ingest.models import WebhookEvent
+from webhook_ingest.parsing import parse_event
+
+from . import dispatch
+from .models import WebhookAttempt
 
 API_VERSION = "2025-06-30.basil"
 
@@ -180,3 +199,65 @@ def post_event(
     except ValueError:
         parsed = {"raw": raw.decode("utf-8", "replace")[:500]}
     return status, parsed
+
+
+def _as_event(event: dict[str, Any] | str) -> dict[str, Any]:
+    return build_event(event) if isinstance(event, str) else event
+
+
+def _handle(event_id: str, raise_errors: bool) -> WebhookEvent:
+    result = dispatch.process(event_id, trigger=WebhookAttempt.Trigger.DELIVERY, worker="tests")
+    if raise_errors and isinstance(result.error, Exception):
+        raise result.error
+    return WebhookEvent.objects.get(pk=event_id)
+
+
+def deliver(
+    event: dict[str, Any] | str,
+    *,
+    endpoint: str = "default",
+    client: Client | None = None,
+    raise_errors: bool = True,
+) -> WebhookEvent:
+    """POST `event` (a dict, or a type for `build_event`) to the endpoint, then run its handlers.
+
+    The body is signed with the endpoint's first configured secret and goes
+    through the project's own URLconf and the real view, exactly as Stripe's
+    would. AssertionError if the view does not answer 200.
+    """
+    event = _as_event(event)
+    config = webhook_settings.endpoint(endpoint)
+    if config is None or not config.secrets:
+        raise ImproperlyConfigured(
+            f'deliver() signs with STRIPE_WEBHOOKS["ENDPOINTS"]["{endpoint}"]["SECRETS"][0]; '
+            "configure one in the test settings, or with override_settings."
+        )
+    body = encode_event(event)
+    if endpoint == "default":
+        url = reverse("webhook_ingest:stripe")
+    else:
+        url = reverse("webhook_ingest:stripe-endpoint", kwargs={"endpoint": endpoint})
+    response = (client or Client()).post(
+        url,
+        data=body,
+        content_type="application/json",
+        HTTP_STRIPE_SIGNATURE=sign_body(body, config.secrets[0]),
+    )
+    if response.status_code != 200:
+        raise AssertionError(
+            f"the webhook view answered {response.status_code}: {response.content[:500]!r}"
+        )
+    return _handle(event["id"], raise_errors)
+
+
+def run_handlers(
+    event: dict[str, Any] | str, *, endpoint: str = "default", raise_errors: bool = True
+) -> WebhookEvent:
+    """Store `event` (a dict, or a type for `build_event`) unless stored, and run its handlers.
+
+    No HTTP and no signature: for tests of the handlers themselves.
+    """
+    event = _as_event(event)
+    body = encode_event(event)
+    WebhookEvent.objects.record(parse_event(body), body, endpoint)
+    return _handle(event["id"], raise_errors)

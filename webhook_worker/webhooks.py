@@ -11,99 +11,116 @@
     @webhooks.handler_all                # every event
     def audit(event, **kwargs): ...
 
-Source-compatible with dj-stripe's handler API. Types match by dotted
-segments: "customer" and "customer.subscription" match
+Types match by dotted segments: "customer" and "customer.subscription" match
 "customer.subscription.created", "cust" matches nothing. For one event,
 `handler_all` functions run first, then the handlers of each prefix from the
 shortest to the full type, each group in registration order; a function
-registered for several matching types runs once.
+registered for several matching types runs once. Any callable is a handler.
 
 Every installed app's `webhooks.py` is imported at startup (see apps.py),
 the way the admin finds `admin.py`.
+
+The names of dj-stripe 2.8's `djstripe.webhooks` are here too, with the same
+shapes: `registrations` (type or prefix -> list of functions),
+`registrations_global` (the `handler_all` functions) and `call_handlers(event)`.
+The one difference: a function registered for several types that match one
+event runs once, where dj-stripe called it once per registration.
 """
 
 from __future__ import annotations
 
-import re
 import threading
+from collections import defaultdict
 from collections.abc import Callable
 from typing import Any, TypeVar, overload
 
+from webhook_ingest.parsing import EVENT_TYPE_RE
+
 __all__ = [
     "PermanentFailure",
+    "call_handlers",
     "handler",
     "handler_all",
     "handlers_for",
+    "registrations",
+    "registrations_global",
     "registry",
 ]
 
 Handler = Callable[..., Any]
 F = TypeVar("F", bound=Handler)
 
-_TYPE_RE = re.compile(r"[a-z0-9_]+(?:\.[a-z0-9_]+)*")
-
 
 class PermanentFailure(Exception):
     """Raise from a handler to dead-letter the event at once, without retries."""
 
 
+def _once(funcs: list[Handler]) -> list[Handler]:
+    """`funcs` without repeats, first occurrence kept; by identity, so any callable will do."""
+    seen: set[int] = set()
+    unique = []
+    for func in funcs:
+        if id(func) not in seen:
+            seen.add(id(func))
+            unique.append(func)
+    return unique
+
+
 class HandlerRegistry:
-    """Handlers by dotted type prefix, plus handlers for every event."""
+    """Handlers by dotted type prefix, plus handlers for every event.
+
+    `by_type` and `every_event` are the lists themselves (exported as
+    `registrations` and `registrations_global`), so code written for
+    dj-stripe's module-level names sees and changes the same registrations.
+    """
 
     def __init__(self) -> None:
-        self._by_prefix: dict[str, list[Handler]] = {}
-        self._all: list[Handler] = []
-        self._cache: dict[str, tuple[Handler, ...]] = {}
+        self.by_type: defaultdict[str, list[Handler]] = defaultdict(list)
+        self.every_event: list[Handler] = []
         self._lock = threading.Lock()
 
     def register(self, func: Handler, event_types: tuple[str, ...]) -> None:
         with self._lock:
             for event_type in event_types:
-                funcs = self._by_prefix.setdefault(event_type, [])
-                if func not in funcs:
+                funcs = self.by_type[event_type]
+                if not any(f is func for f in funcs):
                     funcs.append(func)
-            self._cache.clear()
 
     def register_all(self, func: Handler) -> None:
         with self._lock:
-            if func not in self._all:
-                self._all.append(func)
-            self._cache.clear()
+            if not any(f is func for f in self.every_event):
+                self.every_event.append(func)
 
     def handlers_for(self, event_type: str) -> tuple[Handler, ...]:
         """The functions to call for `event_type`, in call order, each once."""
-        cached = self._cache.get(event_type)
-        if cached is not None:
-            return cached
-        chain: list[Handler] = list(self._all)
+        chain: list[Handler] = list(self.every_event)
         parts = event_type.split(".")
         for depth in range(1, len(parts) + 1):
-            chain.extend(self._by_prefix.get(".".join(parts[:depth]), ()))
-        ordered = tuple(dict.fromkeys(chain))  # first occurrence wins, order kept
-        self._cache[event_type] = ordered
-        return ordered
+            chain.extend(self.by_type.get(".".join(parts[:depth]), ()))
+        return tuple(_once(chain))
 
     def registered_types(self) -> list[str]:
-        return sorted(self._by_prefix)
+        return sorted(event_type for event_type, funcs in self.by_type.items() if funcs)
 
     def clear(self) -> None:
         """Forget every handler (for tests that register their own)."""
         with self._lock:
-            self._by_prefix.clear()
-            self._all.clear()
-            self._cache.clear()
+            self.by_type.clear()
+            self.every_event.clear()
 
     def snapshot(self) -> tuple[dict[str, list[Handler]], list[Handler]]:
-        return {k: list(v) for k, v in self._by_prefix.items()}, list(self._all)
+        return {k: list(v) for k, v in self.by_type.items()}, list(self.every_event)
 
     def restore(self, snapshot: tuple[dict[str, list[Handler]], list[Handler]]) -> None:
         with self._lock:
-            self._by_prefix = {k: list(v) for k, v in snapshot[0].items()}
-            self._all = list(snapshot[1])
-            self._cache.clear()
+            self.by_type.clear()
+            self.by_type.update({k: list(v) for k, v in snapshot[0].items()})
+            self.every_event[:] = snapshot[1]
 
 
 registry = HandlerRegistry()
+registrations = registry.by_type
+registrations_global = registry.every_event
 
 
 def _validate_types(event_types: tuple[Any, ...]) -> tuple[str, ...]:
@@ -119,7 +136,7 @@ def _validate_types(event_types: tuple[Any, ...]) -> tuple[str, ...]:
             raise TypeError(f"event types are strings, got {event_type!r}.")
         if event_type in {"*", "all"}:
             raise ValueError(f"{event_type!r} is not an event type; use @webhooks.handler_all.")
-        if not _TYPE_RE.fullmatch(event_type):
+        if not EVENT_TYPE_RE.fullmatch(event_type):
             raise ValueError(
                 f"{event_type!r} is not a Stripe event type or prefix: use lowercase dotted "
                 'segments such as "invoice" or "customer.subscription.updated".'
@@ -159,3 +176,14 @@ def handler_all(func: F | None = None) -> F | Callable[[F], F]:
 def handlers_for(event_type: str) -> tuple[Handler, ...]:
     """The registered functions for `event_type`, in the order they will be called."""
     return registry.handlers_for(event_type)
+
+
+def call_handlers(event: Any) -> None:
+    """Call every handler registered for `event.type`, in order, as `func(event=event)`.
+
+    What the worker does inside its transaction, for code (and tests) written
+    against dj-stripe's `call_handlers`. No transaction, retry or attempt
+    record of its own: exceptions propagate.
+    """
+    for func in handlers_for(event.type):
+        func(event=event)

@@ -93,6 +93,9 @@ class Command(BaseCommand):
             for pk in ids:
                 self.stdout.write(f"{pk}  {found.get(pk, 'unknown id')}")
             self.stdout.write(f"Dry run: {len(ids)} event(s) selected, nothing changed.")
+            unknown = [pk for pk in ids if pk not in found]
+            if unknown:
+                raise CommandError(f"{len(unknown)} unknown event id(s): {', '.join(unknown[:10])}")
             return
         summary = retry_events(ids, include_succeeded=options["include_succeeded"])
         for pk in summary.queued:
@@ -105,5 +108,8 @@ class Command(BaseCommand):
         ):
             for pk in pks:
                 self.stdout.write(f"{pk}: {label}")
-        style = self.style.SUCCESS if summary.queued else self.style.WARNING
-        self.stdout.write(style(summary.describe().capitalize() + "."))
+        not_queued = len(ids) - len(summary.queued) + len(summary.broker_unavailable)
+        if not_queued:
+            # Not what was asked: exit 1, so that scripts notice.
+            raise CommandError(summary.describe().capitalize() + ".")
+        self.stdout.write(self.style.SUCCESS(summary.describe().capitalize() + "."))

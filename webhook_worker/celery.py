@@ -1,0 +1,75 @@
+"""One call that fits a project's Celery app for webhook processing.
+
+    # <project>/celery.py, as in Celery's "First steps with Django"
+    import os
+    from celery import Celery
+
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "<project>.settings")
+    app = Celery("<project>")
+    app.config_from_object("django.conf:settings", namespace="CELERY")
+    app.autodiscover_tasks()
+
+    from webhook_worker.celery import configure_celery
+    configure_celery(app)
+
+`configure_celery` schedules the sweeper in beat and changes two of Celery's
+defaults (below). What at-least-once delivery needs is carried by the task
+itself, whatever the settings say: late acknowledgement, requeue when its
+worker process dies, JSON, no result. The system checks
+(`webhook_worker.E001`...) report the settings that would still lose or
+strand events. Nothing here depends on the broker: Redis and RabbitMQ are
+configured alike.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+from celery.app.defaults import DEFAULTS as CELERY_DEFAULTS
+
+# The registered names of the two tasks (tasks.py), which messages and beat
+# entries refer to.
+PROCESS_EVENT = "webhook_worker.process_event"
+SWEEP = "webhook_worker.requeue_stale"
+
+# Seconds between two runs of the sweeper: the precision of retries that wait
+# in the database, and how soon a lost message is noticed once REQUEUE_AFTER has passed.
+SWEEP_INTERVAL = 60.0
+SWEEP_ENTRY = "webhooks-sweep"
+
+# Applied where the project kept Celery's own default (a value it sets itself,
+# other than Celery's default, wins).
+DEFAULTS: dict[str, Any] = {
+    # A worker reserves one message at a time: a slow handler holds nothing
+    # up behind it, and a killed worker takes one message down with it.
+    "worker_prefetch_multiplier": 1,
+    # Keep a worker's database connection across tasks instead of Celery's
+    # Django default of a new connection per task (see docs/benchmarks.md);
+    # connections that failed or outlived CONN_MAX_AGE are still closed after
+    # each task (tasks.drop_broken_connections).
+    "CELERY_DB_REUSE_MAX": 1000,
+}
+
+
+def configure_celery(app: Celery, *, sweep_interval: float = SWEEP_INTERVAL) -> None:
+    """Add webhook processing's defaults to `app` and schedule the sweeper in its beat.
+
+    Call it once, in the module that creates the project's Celery app. It reads
+    no setting at call time, so it is safe while Django's settings are loading.
+    """
+    app.on_after_configure.connect(_apply_defaults, sender=app, weak=False)
+    app.add_periodic_task(
+        sweep_interval,
+        app.signature(SWEEP),
+        name=SWEEP_ENTRY,
+        # A sweep nobody ran within its interval is replaced by the next one.
+        expires=max(1.0, sweep_interval * 0.9),
+    )
+
+
+def _apply_defaults(sender: Celery, source: Any, **kwargs: Any) -> None:
+    """Once the app has read its configuration: ours wherever it kept Celery's default."""
+    for key, value in DEFAULTS.items():
+        if source.get(key) == CELERY_DEFAULTS.get(key):
+            source[key] = value
