@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         from config.celery_app import app as our_app
         from webhook_ingest.models import WebhookEvent
         from webhook_ingest.parsing import parse_event
-        from webhook_worker.enqueue import enqueue_event
+        from webhook_worker.enqueue import enqueue_or_mark
 
         # Importing the floor's app made it the current one; ours publishes
         # through shared tasks, which follow the current app.
@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
                     WebhookEvent.objects.record(replace(parsed, id=event_id), body, "default")
                 for event_id in ids:
                     if name == "ours":
-                        enqueue_event(event_id, parsed.type)
+                        enqueue_or_mark(event_id, parsed.type)
                     else:
                         floor_process.delay(event_id)
                 if name == "ours":

@@ -12,16 +12,14 @@ left out. Only the calling process is counted: Postgres' and Redis' own work
 is not, nor the kernel's. Starts its own embedded Postgres and Redis.
 
 Scenarios: `request` (our WSGI app, called in-process with a signed
-4.3 KB event, the publish left out), `request-django` (the same without
-the WebhookLane: through Django's request handling), `request-floor` (bench/floor_wsgi.py,
+4.3 KB event, the publish left out), `request-floor` (bench/floor_wsgi.py,
 its LPUSH included), `attempt` (`dispatch.process` on a stored event, no
 Celery around it), `attempt-floor` (the floor task's body), `task` and
 `task-floor` (the same inside Celery's tracer, as a pool process runs a task:
 task signals, with Celery's Django fixup for ours, and the INFO log lines),
 `publish-batch`
-(the publisher's `_publish_batch` of 10 events, per event), `apply-async`
-(one `process_event.apply_async`, as the publisher sends each message where
-it cannot build it itself).
+(one batch of 10 events through the publisher, per event), `apply-async`
+(one `process_event.apply_async`, as the publisher sends each message).
 """
 
 from __future__ import annotations
@@ -41,7 +39,6 @@ from bench.run import EVENTS_TABLE, ROOT, Bench, log, wsgi_caller
 
 SCENARIOS = (
     "request",
-    "request-django",
     "request-floor",
     "attempt",
     "attempt-floor",
@@ -73,13 +70,11 @@ def calls(scenario: str, first: int, count: int, work: Path) -> Callable[[int], 
         if scenario == "request-floor":
             from bench.floor_wsgi import application
         else:
-            import webhook_ingest.views
+            from config.wsgi import application
+            from webhook_ingest.models import WebhookEvent
+            from webhook_ingest.signals import event_ready
 
-            webhook_ingest.views.hand_over = lambda *args: None  # type: ignore[assignment]
-            if scenario == "request":
-                from config.wsgi import application
-            else:  # request-django
-                from bench.django_wsgi import application
+            event_ready.disconnect(sender=WebhookEvent, dispatch_uid="webhook_worker.enqueue")
         call = wsgi_caller(application, bodies[first : first + count])
         return lambda n: call()
     if scenario.startswith("task"):
@@ -93,14 +88,13 @@ def calls(scenario: str, first: int, count: int, work: Path) -> Callable[[int], 
         if scenario == "attempt":
             return lambda n: dispatch.process(stored_event(scenario, n), trigger="delivery")
         return lambda n: floor_process.run(stored_event(scenario, n))
-    from webhook_worker import enqueue
-    from webhook_worker.publisher import publisher
+    from webhook_worker import enqueue, publisher
 
     if scenario == "publish-batch":
-        return lambda n: publisher._publish_batch(
+        return lambda n: publisher.BackgroundPublisher._publish_batch(
             [(f"evt_icpub{n:08d}{k:04d}", "customer.subscription.updated") for k in range(BATCH)]
         )
-    return lambda n: enqueue._publish(f"evt_icaa{n:012d}", "customer.subscription.updated")
+    return lambda n: enqueue.enqueue(f"evt_icaa{n:012d}", "customer.subscription.updated")
 
 
 def traced_task(scenario: str) -> Callable[[int], None]:

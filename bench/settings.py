@@ -24,14 +24,10 @@ if os.environ.get("BENCH_TASK_SEND_SENT_EVENT"):
     CELERY_TASK_SEND_SENT_EVENT = os.environ["BENCH_TASK_SEND_SENT_EVENT"] == "1"
 if os.environ.get("BENCH_WORKER_SEND_TASK_EVENTS"):
     CELERY_WORKER_SEND_TASK_EVENTS = os.environ["BENCH_WORKER_SEND_TASK_EVENTS"] == "1"
-if os.environ.get("BENCH_STOCK_TRANSPORT"):  # kombu's own Redis transport
-    globals().pop("CELERY_BROKER_TRANSPORT", None)
 if os.environ.get("BENCH_ENQUEUE_IN_BACKGROUND"):  # 0: publish inside the request
     STRIPE_WEBHOOKS["ENQUEUE_IN_BACKGROUND"] = os.environ["BENCH_ENQUEUE_IN_BACKGROUND"] == "1"
 if os.environ.get("BENCH_WEBHOOK_MIDDLEWARE") == "0":  # deliveries through every middleware
     MIDDLEWARE = [m for m in MIDDLEWARE if m != "webhook_ingest.middleware.WebhookMiddleware"]  # noqa: F405
-if os.environ.get("BENCH_STOCK_CONSUMER"):  # Celery's consumer: one publish per task event
-    CELERY_WORKER_CONSUMER = "celery.worker.consumer:Consumer"
 # psycopg 3's binding and preparing, as DATABASE_URL's query string would set them.
 for _option in ("server_side_binding", "prepare_threshold"):
     if os.environ.get(f"BENCH_{_option.upper()}"):

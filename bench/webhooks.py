@@ -3,15 +3,9 @@
 Imported at startup in every process (handler discovery), so it also holds
 the variants that are not settings (the settings' are in bench/settings.py):
 
-- BENCH_PUBLISH replaces what the ingest view does with a stored event, to
-  measure what publishing costs under load (ingest only: the messages, if
-  any, are never consumed):
-  - `none`: no publish at all;
-  - `lpush`: the floor's publish inside the request, one LPUSH of a
-    ready-made Celery message with redis-py (bench/floor_wsgi.py);
-  - `apply-async`: our publisher thread and its batches, every message sent
-    with `apply_async()` (what it does where it cannot build the messages
-    itself, and did everywhere before it could).
+- BENCH_PUBLISH=none: the ingest view stores events and nothing enqueues
+  them (the publisher's receiver is disconnected), to measure what
+  enqueueing costs under load (ingest only).
 - BENCH_PUBLISH_INTERVAL sets the publisher's PUBLISH_INTERVAL (seconds).
 
 Publishing inside the request, before the response, is the setting
@@ -24,7 +18,9 @@ import os
 import time
 from typing import Any
 
-from webhook_worker import webhooks
+from webhook_ingest.models import WebhookEvent
+from webhook_ingest.signals import event_ready
+from webhook_worker import publisher, webhooks
 
 SLEEP = float(os.environ.get("BENCH_HANDLER_SLEEP", "0") or 0)
 
@@ -36,30 +32,7 @@ def bench_handler(event: Any, **kwargs: Any) -> None:
 
 
 if os.environ.get("BENCH_PUBLISH_INTERVAL"):
-    from webhook_worker import publisher
-
     publisher.PUBLISH_INTERVAL = float(os.environ["BENCH_PUBLISH_INTERVAL"])
 
-_PUBLISH = os.environ.get("BENCH_PUBLISH", "")
-if _PUBLISH == "apply-async":
-    from webhook_worker import publisher
-
-    # The publisher asks messages.plain_messages whether it may build them itself.
-    publisher.plain_messages = lambda app, transport: None  # type: ignore[assignment]
-elif _PUBLISH:
-    # Imported here, once, not in the publish being measured.
-    import redis
-
-    import webhook_ingest.views
-    from bench.floor_wsgi import celery_message
-    from webhook_worker.tasks import process_event
-
-    _broker = redis.Redis.from_url(os.environ["CELERY_BROKER_URL"])
-
-    def _no_publish(event_id: str, event_type: str) -> None:
-        return None
-
-    def _lpush(event_id: str, event_type: str) -> None:
-        _broker.lpush("celery", celery_message(process_event.name, [event_id], "celery"))
-
-    webhook_ingest.views.hand_over = {"none": _no_publish, "lpush": _lpush}[_PUBLISH]
+if os.environ.get("BENCH_PUBLISH") == "none":
+    event_ready.disconnect(sender=WebhookEvent, dispatch_uid="webhook_worker.enqueue")

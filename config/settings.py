@@ -180,67 +180,16 @@ STRIPE_API_KEY = os.environ.get("STRIPE_API_KEY", "")
 
 
 # --- Celery ----------------------------------------------------------------
+# What webhook processing needs from Celery is applied by configure_celery()
+# in config/celery_app.py; these are this project's own choices.
 
 CELERY_BROKER_URL = env_required("CELERY_BROKER_URL", "redis://host:6379/0")
-if CELERY_BROKER_URL.startswith("redis://"):
-    # kombu's Redis transport, minus a new client object per publish and ack
-    # (0.15 ms of CPU each); see webhook_worker/transport.py.
-    CELERY_BROKER_TRANSPORT = "webhook_worker.transport:RedisTransport"
-# Messages are acknowledged after the task ran, so a crash redelivers them...
-CELERY_TASK_ACKS_LATE = True
-# ...including when the worker process is killed mid-task (SIGKILL, OOM).
-CELERY_TASK_REJECT_ON_WORKER_LOST = True
-# A worker reserves one message at a time: nothing sits unacked behind a slow handler.
-CELERY_WORKER_PREFETCH_MULTIPLIER = 1
-# JSON only: messages carry an event id, never a pickled object.
-CELERY_TASK_SERIALIZER = "json"
-CELERY_RESULT_SERIALIZER = "json"
-CELERY_ACCEPT_CONTENT = ["json"]
-# Outcomes live in the database (WebhookEvent / WebhookAttempt), not in a result backend.
-CELERY_TASK_IGNORE_RESULT = True
-CELERY_RESULT_BACKEND = None
-# Task events feed Flower's live view of tasks, retries and failures.
-CELERY_WORKER_SEND_TASK_EVENTS = True
-# ...sent in batches every 0.1 s instead of one broker round trip per event
-# (three per task); see webhook_worker/consumer.py.
-CELERY_WORKER_CONSUMER = "webhook_worker.consumer:Consumer"
-# No "task-sent" events: they carry the registered task name and usually reach
-# Flower after the worker's "task-received", overwriting the event type that
-# the worker reports (process_event[invoice.paid]) with process_event.
-CELERY_TASK_SEND_SENT_EVENT = False
-CELERY_BROKER_TRANSPORT_OPTIONS = {
-    # Redis redelivers a message unacked for this long. It must exceed the
-    # longest retry countdown (3600 s + 20 % jitter), or a waiting retry is
-    # redelivered over and over (system check webhook_worker.E001).
-    "visibility_timeout": 7200,
-    # Fail a publish fast when the broker is down: the sweeper catches up.
-    "socket_connect_timeout": 2,
-    "socket_timeout": 5,
-}
+# Fail a publish fast when the broker is down: the event is stored, and the
+# sweeper enqueues it once the broker is back.
 CELERY_BROKER_CONNECTION_TIMEOUT = 2
-# Keep trying to reach the broker when a worker starts before it.
-CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-# On a lost broker connection, let running handlers finish: their outcome is
-# in the database, and a repeat of the message is harmless.
-CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
-# Reuse each worker's database connection across tasks instead of Celery's
-# default of a new connection per task (2.6x slower dispatch).
-CELERY_DB_REUSE_MAX = 1000
-# Celery reads these on every publish. Spelled out here, each read is one
-# hit instead of four failed lookups on django.conf.settings (~10 % of the
-# cost of a publish, docs/benchmarks.md); the values are Celery's defaults.
-CELERY_TASK_ALWAYS_EAGER = False
-CELERY_TASK_DEFAULT_QUEUE = "celery"
-CELERY_BROKER_POOL_ACQUIRE_TIMEOUT = None
+if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"socket_connect_timeout": 2, "socket_timeout": 5}
 CELERY_TIMEZONE = "UTC"
-CELERY_BEAT_SCHEDULE = {
-    "webhooks-requeue-stale": {
-        "task": "webhook_worker.requeue_stale",
-        "schedule": float(os.environ.get("WEBHOOKS_SWEEP_INTERVAL", "60")),
-        # A sweep nobody ran within its minute is replaced by the next one.
-        "options": {"expires": 55},
-    },
-}
 
 
 # --- Logging ---------------------------------------------------------------

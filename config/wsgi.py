@@ -9,12 +9,10 @@ from django.core.wsgi import get_wsgi_application
 from django.urls import get_resolver
 
 from config import celery_app
-from webhook_ingest.wsgi import WebhookLane
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
-# Deliveries are answered ahead of Django's request handling (webhook_ingest/wsgi.py).
-application = WebhookLane(get_wsgi_application())
+application = get_wsgi_application()
 
 # Import the URLconf (the views, the stripe library) and the broker transport
 # while the worker boots, not during the first webhook it receives.
@@ -24,6 +22,5 @@ _transport = celery_app.connection_for_write().transport
 # Everything loaded so far lives as long as the process. Move it out of the
 # cyclic collector's reach: its full collections, which every thread of the
 # worker waits for, then scan only what requests leave behind, not the
-# ~100,000 objects of Django, Celery and stripe (docs/benchmarks.md: ingest
-# p99 62-73 -> 42-57 ms in four alternated rounds).
+# objects of Django, Celery and stripe (docs/benchmarks.md).
 gc.freeze()

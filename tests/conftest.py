@@ -75,3 +75,26 @@ def web(stack_env: dict[str, str], log_dir: Path) -> Iterator[stack.Gunicorn]:
 def pytest_configure(config: pytest.Config) -> None:
     # Make the test process's own log lines visible on failures.
     os.environ.setdefault("WEBHOOKS_LOG_LEVEL", "INFO")
+    config.addinivalue_line(
+        "markers", "server: needs a running Postgres, Redis or process (deselect: make test-fast)"
+    )
+
+
+# Fixtures that reach a server: the database, a broker, real processes.
+SERVER_FIXTURES = {
+    "db",
+    "transactional_db",
+    "django_db_setup",
+    "test_db_url",
+    "stack_env",
+    "worker",
+    "web",
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that needs a server, so `make test-fast` can leave them out."""
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if fixtures & SERVER_FIXTURES or item.get_closest_marker("django_db"):
+            item.add_marker(pytest.mark.server)

@@ -33,7 +33,7 @@ STRIPE_WEBHOOKS = {
 STRIPE_WEBHOOKS.update(json.loads(os.environ.get("WEBHOOKS_TEST_OVERRIDES", "{}")))
 # ...and the broker transport options (e.g. a tiny visibility timeout).
 CELERY_BROKER_TRANSPORT_OPTIONS = {
-    **CELERY_BROKER_TRANSPORT_OPTIONS,  # noqa: F405
+    **globals().get("CELERY_BROKER_TRANSPORT_OPTIONS", {}),
     **json.loads(os.environ.get("WEBHOOKS_TEST_TRANSPORT_OPTIONS", "{}")),
 }
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import re
+import subprocess
 from datetime import timedelta
 
 import pytest
@@ -136,11 +137,13 @@ def test_manual_retry_of_an_exhausted_event_that_fails_again_is_failed_at_once(h
 def test_retry_leaves_succeeded_events_alone_unless_asked():
     event = store("customer.created", "succeeded")
 
-    output = run("webhooks_retry", event.id, "evt_does_not_exist")
+    out = io.StringIO()
+    # Not what was asked: an error, and manage.py's exit status 1.
+    with pytest.raises(CommandError, match="0 events queued for retry"):
+        call_command("webhooks_retry", event.id, "evt_does_not_exist", stdout=out)
 
-    assert "0 events queued for retry" in output
-    assert "succeeded, skipped (use --include-succeeded)" in output
-    assert "evt_does_not_exist: unknown id" in output
+    assert "succeeded, skipped (use --include-succeeded)" in out.getvalue()
+    assert "evt_does_not_exist: unknown id" in out.getvalue()
     assert WebhookEvent.objects.get(pk=event.id).status == "succeeded"
 
     run("webhooks_retry", event.id, include_succeeded=True)
@@ -163,7 +166,7 @@ def test_requeue_recovers_an_event_whose_worker_died_mid_attempt():
 
     output = run("webhooks_requeue")
 
-    assert "Re-enqueued 1 stale event(s)" in output
+    assert "re-enqueued 1 stale event(s)" in output
     done = wait_for_status(event.id, "succeeded")
     assert done.attempts == 2
     assert list(
@@ -171,7 +174,7 @@ def test_requeue_recovers_an_event_whose_worker_died_mid_attempt():
         .order_by("number")
         .values_list("trigger", "outcome")
     ) == [("delivery", "lost"), ("sweeper", "succeeded")]
-    assert run("webhooks_requeue").startswith("No stale events")
+    assert "re-enqueued 0 stale event(s)" in run("webhooks_requeue")
 
 
 @pytest.mark.django_db(transaction=True)
@@ -229,3 +232,18 @@ def test_send_test_knows_at_least_the_20_most_common_event_types():
         "charge.refunded",
     ):
         assert common in listed
+
+
+@pytest.mark.django_db(transaction=True)
+def test_retry_of_an_unknown_event_exits_non_zero(stack_env):
+    """What a script sees: exit status 1 and the reason, not a silent success."""
+    done = subprocess.run(
+        [stack.python(), "manage.py", "webhooks_retry", "evt_unknown_to_everyone"],
+        cwd=stack.ROOT,
+        env=stack_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    assert "1 unknown id" in done.stderr

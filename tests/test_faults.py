@@ -472,3 +472,30 @@ def test_several_workers_and_two_sweepers_on_one_queue(lane: Lane, handler_log, 
     nodes = set(WebhookAttempt.objects.filter(event_id__in=ids).values_list("worker", flat=True))
     assert len({n.split(" pid ")[0] for n in nodes}) >= 2, "the work was not shared"
     assert all(w.alive for w in workers)
+
+
+def test_broker_lost_while_a_handler_runs_the_worker_carries_on(
+    redis_lane: Lane, own_redis: EmbeddedRedis, handler_log
+):
+    """The broker goes away while a handler runs; the attempt finishes and its
+    late acknowledgement meets the broken connection. The same worker
+    reconnects once the broker is back and processes what comes next."""
+    web = redis_lane.web(workers=1)
+    worker = redis_lane.worker(concurrency=1)
+    redis_lane.beat()
+    slow = make_event("invoice.paid", behavior="sleep:3")
+    assert deliver(f"{web.url}/webhooks/stripe/", slow) == 200
+    start_of_attempt(handler_log, slow["id"], 1)
+    own_redis.stop()
+    wait_for_status(slow["id"], "succeeded", timeout=30)
+    own_redis.start()
+    later = make_event("customer.created")
+    assert deliver(f"{web.url}/webhooks/stripe/", later) == 200
+    wait_until(
+        lambda: (
+            not worker.alive
+            or WebhookEvent.objects.filter(pk=later["id"], status="succeeded").exists()
+        ),
+        timeout=60,
+    )
+    assert worker.alive, worker.log_tail(60)

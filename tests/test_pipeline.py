@@ -41,8 +41,8 @@ def test_valid_event_is_acknowledged_stored_and_processed_once(client, worker, h
 PUBLISH_ONCE = """
 import django
 django.setup()
-from webhook_worker.enqueue import enqueue_event
-assert enqueue_event("evt_first_publish", "customer.created")
+from webhook_worker.enqueue import enqueue_or_mark
+assert enqueue_or_mark("evt_first_publish", "customer.created")
 """
 
 

@@ -12,7 +12,8 @@ import requests
 
 from devstack.services import EmbeddedRedis, free_port
 from tests.testapp.models import SideEffect
-from webhook_ingest.models import SWEEP_NOW, WebhookEvent
+from webhook_ingest.models import WebhookEvent
+from webhook_worker.enqueue import SWEEP_AT_NEXT_RUN
 from webhook_worker.models import WebhookAttempt
 from webhook_worker.testing import encode_event, post_event, sign_body
 
@@ -103,7 +104,7 @@ def test_broker_down_at_ingest_events_are_stored_then_swept_when_it_returns(
     assert stored.count() == 5
     assert set(stored.values_list("status", flat=True)) == {"pending"}
     # The publisher gives up on each and marks it due for the sweeper's next run.
-    wait_until(lambda: stored.filter(due_at=SWEEP_NOW).count() == 5, timeout=30)
+    wait_until(lambda: stored.filter(due_at=SWEEP_AT_NEXT_RUN).count() == 5, timeout=30)
     assert "could not enqueue" in web.log()
 
     redis.start()  # same port, empty: nothing of the failed publishes survives

@@ -8,8 +8,10 @@ import random
 import subprocess
 import sys
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
+from celery import Celery
 from django.core.management import call_command
 from django.test.utils import override_settings
 from hypothesis import given
@@ -19,8 +21,9 @@ from config import celery_app
 from webhook_ingest.checks import check_settings
 from webhook_ingest.conf import DEFAULTS, webhook_settings
 from webhook_ingest.exceptions import WebhookConfigurationError
+from webhook_worker.celery import configure_celery
 from webhook_worker.checks import check_celery
-from webhook_worker.retry import longest_delay, max_attempts, retry_delay
+from webhook_worker.retry import retry_delay
 
 
 def ids(messages) -> list[str]:
@@ -35,7 +38,7 @@ def test_defaults_apply_when_the_setting_is_absent(settings):
         assert webhook_settings.REQUEUE_AFTER == 300
         assert webhook_settings.MAX_BODY_BYTES == 2_097_152
         assert webhook_settings.endpoint("default").tolerance == 300
-        assert max_attempts() == 8
+        assert webhook_settings.max_attempts == 8
     finally:
         settings.STRIPE_WEBHOOKS = {}
         del settings.STRIPE_WEBHOOKS
@@ -49,10 +52,10 @@ def fresh_settings_cache() -> Iterator[None]:
 
 
 def test_override_settings_is_seen_immediately():
-    assert max_attempts() == 4
+    assert webhook_settings.max_attempts == 4
     with override_settings(STRIPE_WEBHOOKS={"RETRY_SCHEDULE": [1, 2]}):
-        assert max_attempts() == 3
-    assert max_attempts() == 4
+        assert webhook_settings.max_attempts == 3
+    assert webhook_settings.max_attempts == 4
 
 
 def test_secrets_may_be_a_comma_separated_string():
@@ -99,38 +102,91 @@ def test_missing_secret_is_a_warning_in_debug():
 
 
 @pytest.fixture
-def transport_options() -> Iterator[dict]:
-    saved = celery_app.conf.broker_transport_options
-    yield saved
-    celery_app.conf.broker_transport_options = saved
+def celery_conf() -> Iterator[Any]:
+    """The project's Celery settings, restored after the test changes them."""
+    saved = {
+        key: celery_app.conf[key]
+        for key in ("broker_transport_options", "beat_schedule", "accept_content")
+    }
+    yield celery_app.conf
+    celery_app.conf.update(saved)
 
 
-def test_retry_delay_longer_than_visibility_timeout_is_an_error(transport_options):
-    celery_app.conf.broker_transport_options = {"visibility_timeout": 3600}
-    with override_settings(STRIPE_WEBHOOKS={"RETRY_SCHEDULE": [10, 3600], "RETRY_JITTER": 0.2}):
+def test_any_retry_schedule_passes_on_redis_and_rabbitmq(celery_conf, monkeypatch):
+    """Long retries wait in the database: no schedule depends on Redis' visibility
+    timeout or RabbitMQ's consumer_timeout, so the default one (1 h delays) and a
+    day-long one pass against both brokers' defaults."""
+    for url in ("redis://127.0.0.1:6379/0", "amqp://guest:guest@127.0.0.1:5672//"):
+        # Celery reads the broker URL from the environment before its own settings.
+        monkeypatch.setenv("CELERY_BROKER_URL", url)
+        celery_conf.broker_transport_options = {}
+        for schedule in (DEFAULTS["RETRY_SCHEDULE"], [60, 3600, 86400]):
+            with override_settings(STRIPE_WEBHOOKS={"RETRY_SCHEDULE": schedule}):
+                assert check_celery() == []
+
+
+def test_max_broker_delay_not_below_the_visibility_timeout_is_an_error(celery_conf):
+    celery_conf.broker_transport_options = {"visibility_timeout": 20}
+    with override_settings(STRIPE_WEBHOOKS={"MAX_BROKER_DELAY": 30}):
         messages = check_celery()
+    assert ids(messages) == ["webhook_worker.E004"]
+    assert "30s" in messages[0].msg and "20s" in messages[0].msg
+
+
+def test_max_broker_delay_is_bounded():
+    with override_settings(STRIPE_WEBHOOKS={"MAX_BROKER_DELAY": 3600}):
+        with pytest.raises(WebhookConfigurationError, match="MAX_BROKER_DELAY must be at most"):
+            _ = webhook_settings.MAX_BROKER_DELAY
+
+
+def test_no_celery_app_for_the_project_is_an_error():
+    """Without the project's Celery app, messages would go to Celery's fallback app."""
+    fallback = Celery("default", fixups=[], set_as_current=False)
+    fallback.set_current()
+    try:
+        messages = check_celery()
+    finally:
+        celery_app.set_current()
     assert ids(messages) == ["webhook_worker.E001"]
-    assert "4320s" in messages[0].msg and "3600s" in messages[0].msg
+    assert "configure_celery" in messages[0].hint
 
 
-def test_default_schedule_against_kombus_default_timeout_is_caught(transport_options):
-    """The 3 a.m. bug: the default schedule's 1 h delays against Redis' default 1 h timeout."""
-    celery_app.conf.broker_transport_options = {}
-    with override_settings(STRIPE_WEBHOOKS={}):
-        assert ids(check_celery()) == ["webhook_worker.E001"]
+def test_sweeper_missing_from_beat_is_a_warning(celery_conf):
+    celery_conf.beat_schedule = {}
+    messages = check_celery()
+    assert ids(messages) == ["webhook_worker.W002"]
+    assert "webhook_worker.requeue_stale" in messages[0].msg
 
 
-def test_reference_project_settings_pass(transport_options):
-    with override_settings(STRIPE_WEBHOOKS={}):
+def test_a_worker_that_refuses_json_is_an_error(celery_conf):
+    celery_conf.accept_content = ["pickle"]
+    assert ids(check_celery()) == ["webhook_worker.E003"]
+
+
+def test_an_in_process_broker_outside_debug_is_an_error(monkeypatch):
+    monkeypatch.setenv("CELERY_BROKER_URL", "memory://")
+    assert ids(check_celery()) == ["webhook_worker.E002"]
+    with override_settings(DEBUG=True):
         assert check_celery() == []
 
 
-def test_long_retries_on_rabbitmq_warn_about_consumer_timeout(monkeypatch):
-    # Celery reads the broker URL from the environment before its own settings.
-    monkeypatch.setenv("CELERY_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672//")
+def test_configure_celery_changes_celerys_defaults_not_the_projects_settings():
+    app = Celery("example", set_as_current=False)
+    configure_celery(app, sweep_interval=30)
+    assert app.conf.worker_prefetch_multiplier == 1
+    assert app.conf.get("CELERY_DB_REUSE_MAX") == 1000
+    [entry] = app.conf.beat_schedule.values()
+    assert (entry["task"], entry["schedule"]) == ("webhook_worker.requeue_stale", 30)
+
+    own = Celery("example", set_as_current=False)
+    own.config_from_object({"worker_prefetch_multiplier": 8, "CELERY_DB_REUSE_MAX": 50})
+    configure_celery(own)
+    assert own.conf.worker_prefetch_multiplier == 8
+    assert own.conf.get("CELERY_DB_REUSE_MAX") == 50
+
+
+def test_reference_project_settings_pass(celery_conf):
     with override_settings(STRIPE_WEBHOOKS={}):
-        assert ids(check_celery()) == ["webhook_worker.W002"]
-    with override_settings(STRIPE_WEBHOOKS={"RETRY_SCHEDULE": [10, 60, 600]}):
         assert check_celery() == []
 
 
@@ -155,7 +211,6 @@ def test_retry_delays_follow_the_schedule_and_stop():
         assert delay is not None and base * 0.8 <= delay <= base * 1.2
     assert retry_delay(4, schedule, 0.2, rng) is None
     assert retry_delay(0, schedule, 0.2, rng) is None
-    assert longest_delay(schedule, 0.2) == pytest.approx(360.0)
 
 
 @given(
