@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run send test test-rabbitmq soak lint clean screenshot bench
+.PHONY: install run send test test-fast test-rabbitmq soak lint clean screenshot bench
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit("Python 3.11+ is required, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
@@ -29,6 +29,11 @@ send: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m devstack exec -- $(PY) -m pytest $(PYTEST_ARGS)
+
+# The tests that need no server (no database, broker or process): seconds.
+test-fast: $(STAMP)
+	DATABASE_URL=postgres://127.0.0.1:1/unused CELERY_BROKER_URL=redis://127.0.0.1:1/0 \
+		$(PY) -m pytest -q -m "not server" -p no:cacheprovider $(PYTEST_ARGS)
 
 # The broker-independent tests again with RabbitMQ as the broker (needs one
 # running; RABBITMQ_URL overrides the local default).
@@ -62,6 +67,7 @@ bench: $(BENCH_STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 	DATABASE_URL=postgres://localhost/lint CELERY_BROKER_URL=redis://localhost/0 $(VENV)/bin/mypy
 
 clean:
