@@ -10,6 +10,7 @@ from urllib.parse import quote
 import pytest
 from django.conf import settings
 from django.db import connection
+from django.test import TransactionTestCase
 
 from . import stack
 
@@ -96,5 +97,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark every test that needs a server, so `make test-fast` can leave them out."""
     for item in items:
         fixtures = set(getattr(item, "fixturenames", ()))
-        if fixtures & SERVER_FIXTURES or item.get_closest_marker("django_db"):
+        cls = getattr(item, "cls", None)
+        django_db_case = isinstance(cls, type) and issubclass(cls, TransactionTestCase)
+        if fixtures & SERVER_FIXTURES or item.get_closest_marker("django_db") or django_db_case:
             item.add_marker(pytest.mark.server)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -255,3 +258,64 @@ def test_property_call_order_matches_the_documented_rule(steps, targets):
         got = [funcs.index(f) for f in registry.handlers_for(target)]
         assert got == reference_handlers(done, target)
         assert len(got) == len(set(got))
+
+
+@dataclass
+class CallableRecorder:
+    """A callable dataclass instance: equal-by-value, so not hashable."""
+
+    label: str
+    calls: list[str] = field(default_factory=list)
+
+    def __call__(self, event: Any, **kwargs: Any) -> None:
+        self.calls.append(event.id)
+
+
+@pytest.mark.usefixtures("empty_registry")
+class TestAnyCallable:
+    def test_an_unhashable_callable_is_a_handler_and_runs_once(self):
+        recorder = CallableRecorder("audit")
+        webhooks.handler("customer", "customer.created")(recorder)
+        webhooks.handler_all(recorder)
+        webhooks.call_handlers(SimpleNamespace(id="evt_1", type="customer.created"))
+        assert recorder.calls == ["evt_1"]
+
+    def test_two_equal_callables_are_two_handlers(self):
+        first, second = CallableRecorder("same"), CallableRecorder("same")
+        assert first == second
+        webhooks.handler("invoice")(first)
+        webhooks.handler("invoice")(second)
+        assert webhooks.handlers_for("invoice.paid") == (first, second)
+
+
+@pytest.mark.usefixtures("empty_registry")
+class TestDjStripeNames:
+    """dj-stripe 2.8's `djstripe.webhooks` names, with the same shapes."""
+
+    def test_registrations_hold_what_the_decorators_registered(self):
+        @webhooks.handler("customer.created", "invoice")
+        def on_both(event, **kwargs): ...
+
+        @webhooks.handler_all
+        def on_all(event, **kwargs): ...
+
+        assert webhooks.registrations["customer.created"] == [on_both]
+        assert webhooks.registrations["invoice"] == [on_both]
+        assert webhooks.registrations_global == [on_all]
+        assert webhooks.registrations["plan"] == []  # a defaultdict(list), as in dj-stripe
+
+    def test_code_that_appends_to_registrations_is_honoured(self):
+        calls: list[str] = []
+        webhooks.registrations["invoice.paid"].append(lambda event: calls.append("exact"))
+        webhooks.registrations["invoice"].append(lambda event: calls.append("prefix"))
+        webhooks.registrations_global.append(lambda event: calls.append("global"))
+        webhooks.call_handlers(SimpleNamespace(id="evt_2", type="invoice.paid"))
+        assert calls == ["global", "prefix", "exact"]
+
+    def test_call_handlers_lets_exceptions_through(self):
+        @webhooks.handler("charge")
+        def broken(event, **kwargs):
+            raise LookupError("no such charge")
+
+        with pytest.raises(LookupError):
+            webhooks.call_handlers(SimpleNamespace(id="evt_3", type="charge.failed"))

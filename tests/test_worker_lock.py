@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from webhook_ingest.models import WebhookEvent
 from webhook_ingest.parsing import parse_event
-from webhook_worker import dispatch, statements
+from webhook_worker import dispatch, statements, webhooks
 from webhook_worker.models import WebhookAttempt
 from webhook_worker.testing import encode_event
 
@@ -183,4 +183,32 @@ def test_failure_record_leaves_an_attempt_another_worker_closed(other_worker, mo
     assert result.outcome == "skipped", result
     attempt = WebhookAttempt.objects.get(event_id=event_id)
     assert (attempt.outcome, attempt.error_class) == ("lost", "")
+    assert our_locks_anywhere() == 0
+
+
+def broken_registry(event_type: str) -> tuple[Any, ...]:
+    raise RuntimeError("the registry failed before any handler ran")
+
+
+@pytest.mark.parametrize("where", ["before the handlers", "after the handlers"])
+def test_an_exception_anywhere_in_the_attempt_is_recorded_and_retried(monkeypatch, where):
+    """Not only handlers fail: the registry before them, the finish after them. Either
+    way the attempt is closed with its error, the event follows the retry schedule,
+    and no lock is left: an event is never left `processing` by a live worker."""
+    if where == "before the handlers":
+        monkeypatch.setattr(webhooks.registry, "handlers_for", broken_registry)
+        expected = "RuntimeError"
+    else:
+        monkeypatch.setattr(statements, "finish_sql", lambda: "SELECT 1 / 0, 1")
+        expected = "django.db.utils.DataError"
+    event_id = stored()
+
+    result = dispatch.process(event_id, trigger="delivery")
+
+    assert result.outcome == "retry"
+    event = WebhookEvent.objects.get(pk=event_id)
+    assert (event.status, event.attempts) == ("retrying", 1)
+    attempt = WebhookAttempt.objects.get(event_id=event_id)
+    assert (attempt.outcome, attempt.error_class) == ("retry", expected)
+    assert attempt.traceback
     assert our_locks_anywhere() == 0
