@@ -12,7 +12,8 @@ and ratios. Phases:
 
 1. ingest: wrk, 16 connections, fixed duration, every request a unique
    pre-signed customer.subscription.updated event; ours (config.wsgi) and
-   bench/floor_wsgi.py under the same gunicorn options; no worker running.
+   bench/floor_wsgi.py under the same gunicorn settings (both read
+   ./gunicorn.conf.py, then --gunicorn's options); no worker running.
 2. end to end: N events posted once each while a worker drains them; events/s
    from the first request until every row is succeeded. Ours: our gunicorn +
    `celery -A config worker`; floor: floor_wsgi + bench/floor_celery.py.
@@ -32,6 +33,7 @@ import json
 import os
 import platform
 import re
+import runpy
 import secrets
 import shlex
 import shutil
@@ -68,11 +70,11 @@ WRK_THREADS = 1
 # Bodies written per second of an ingest trial; a thread that runs out
 # starts over and the trial is flagged, so keep this above any rate seen.
 BODIES_PER_SECOND = 4000
-# gunicorn options for ours and the floor alike: the reference Procfile's web
-# command (gthread, so slow clients cannot hold a worker).
-DEFAULT_GUNICORN = (
-    "--workers=2 --worker-class=gthread --threads=8 --access-logfile=- --graceful-timeout=10"
-)
+# gunicorn options for ours and the floor alike, over ./gunicorn.conf.py, which
+# gunicorn reads by itself from ROOT (every Web runs there): none by default, so
+# both serve with the reference web settings, as `gunicorn config.wsgi:application`
+# (the Procfile's web command) does. Web adds only --bind.
+DEFAULT_GUNICORN = ""
 # Celery prefork processes, ours and the floor's alike: the Procfile's default.
 WORKER_CONCURRENCY = 2
 # End to end posts its events in chunks signed just before they are sent.
@@ -185,6 +187,14 @@ class Web(Process):
 
     def peak_rss_kib(self) -> int:
         return max((vm_hwm_kib(pid) for pid in self.children()), default=0)
+
+
+def gunicorn_settings(args: argparse.Namespace) -> str:
+    """What ours and the floor serve with, for the log and the report."""
+    conf = runpy.run_path(str(ROOT / "gunicorn.conf.py"))
+    shape = f"{conf['worker_class']}, {conf['workers']} workers x {conf['threads']} threads"
+    text = f"`gunicorn.conf.py` ({shape})"
+    return text + (f" + `{args.gunicorn}`" if args.gunicorn else "")
 
 
 class Worker(Process):
@@ -549,7 +559,7 @@ class Bench:
             app = env.pop("WSGI", "config.wsgi:application")
             variants.append(self.launch(Web(name, app, options, env, self.logs)))
         webs = [ours, *variants, floor]
-        log(f"body: {EVENT_TYPE}, {self.bodies.size} bytes; gunicorn {args.gunicorn}")
+        log(f"body: {EVENT_TYPE}, {self.bodies.size} bytes; gunicorn {gunicorn_settings(args)}")
         log("warming up")
         for web in webs:
             self.ingest_trial(web, 3)
@@ -880,7 +890,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--gunicorn",
         default=os.environ.get("BENCH_GUNICORN", DEFAULT_GUNICORN),
-        help=f"gunicorn options for ours and the floor ({DEFAULT_GUNICORN!r})",
+        help="gunicorn options for ours and the floor, over gunicorn.conf.py (none)",
     )
     parser.add_argument(
         "--concurrency",
@@ -948,7 +958,7 @@ def main(argv: list[str] | None = None) -> int:
             "versions": versions,
             "settings": (
                 f"{args.rounds} ingest rounds of {args.duration:.0f} s, "
-                f"gunicorn `{args.gunicorn}`, "
+                f"gunicorn {gunicorn_settings(args)}, "
                 f"Celery prefork concurrency {args.concurrency}, "
                 f"Postgres fsync on, its files on {bench.pg_storage}, "
                 f"{(time.monotonic() - started) / 60:.0f} min in all"

@@ -188,17 +188,30 @@ class Gunicorn(Process):
 def gunicorn(
     env: dict[str, str], log_dir: Path, workers: int = 2, extra: list[str] | None = None
 ) -> Gunicorn:
+    """The suite's gunicorn: `workers` sync processes unless `extra` says otherwise.
+
+    It runs in ROOT, so gunicorn also reads ./gunicorn.conf.py (the reference
+    settings); the options here override it, the worker class and threads
+    included, so a test gets the shape it asks for (`extra` comes last and wins).
+    """
     port = free_port()
     argv = [
         python(), "-m", "gunicorn", "config.wsgi:application",
         f"--bind=127.0.0.1:{port}", f"--workers={workers}",
+        "--worker-class=sync", "--threads=1",
         "--access-logfile=-", "--graceful-timeout=5", *(extra or []),
     ]  # fmt: skip
     proc = Gunicorn("gunicorn", argv, env, log_dir)
     proc.port = port
     proc.start()
+    wait_until_serving(proc, workers)
+    return proc
+
+
+def wait_until_serving(proc: Gunicorn, workers: int) -> None:
+    """Wait until `proc` listens and each of its `workers` has booted Django."""
     wait_until(
-        lambda: port_open(port) or not proc.alive,
+        lambda: port_open(proc.port) or not proc.alive,
         timeout=60,
         message=lambda: f"gunicorn to listen\n{proc.log_tail()}",
     )
@@ -211,7 +224,32 @@ def gunicorn(
         message=lambda: f"gunicorn workers to boot\n{proc.log_tail()}",
     )
     assert proc.alive, proc.log_tail()
-    return proc
+
+
+def established_connections(proc: Process, port: int) -> int:
+    """TCP connections to `port` that `proc`'s children (gunicorn's workers)
+    have accepted and hold open: in their hands, not waiting in the backlog."""
+    inodes: set[str] = set()
+    for pid in child_pids(proc.pid):
+        try:
+            fds = list(Path(f"/proc/{pid}/fd").iterdir())
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                target = os.readlink(fd)
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                inodes.add(target[len("socket:[") : -1])
+    count = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, state, inode = fields[1], fields[3], fields[9]
+        established = state == "01"
+        if established and int(local.rsplit(":", 1)[1], 16) == port and inode in inodes:
+            count += 1
+    return count
 
 
 def _answers(url: str) -> bool:

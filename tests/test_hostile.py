@@ -1,11 +1,13 @@
 """Hostile requests against a live server: a clear 4xx, nothing stored, still serving.
 
 tests/test_ingest.py checks the view's answers in-process; this file sends
-the same kinds of abuse over real sockets to gunicorn started with the
-reference project's own web command (the `web:` line of the Procfile), so
-what is proven is what a deployment runs: gunicorn's parsing, its worker
-model, and Django together. After every request the database holds nothing
-and the server still accepts a valid delivery.
+the same kinds of abuse over real sockets to gunicorn started as the
+reference project's web command starts it (the `web:` line of the Procfile):
+`gunicorn config.wsgi:application` with no options, in the repository root,
+so every setting comes from ./gunicorn.conf.py. What is proven is what a
+deployment runs: gunicorn's parsing, its worker model, and Django together.
+After every request the database holds nothing and the server still accepts
+a valid delivery.
 """
 
 from __future__ import annotations
@@ -16,12 +18,13 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import suppress
 from dataclasses import dataclass
 
 import pytest
 
-from devstack.services import free_port, port_open
+from devstack.services import free_port
 from webhook_ingest.models import WebhookEvent
 from webhook_worker.testing import encode_event, sign_body
 
@@ -42,24 +45,30 @@ def procfile_web_command() -> str:
     raise AssertionError("the Procfile has no web: line")
 
 
+# The Procfile's web command: no options, every setting from ./gunicorn.conf.py.
+WEB_COMMAND = "gunicorn config.wsgi:application"
+# gunicorn.conf.py's defaults, which the server below runs with.
+WEB_WORKERS = 2
+
+
 @pytest.fixture(scope="module")
 def server(stack_env, log_dir) -> Iterator[stack.Gunicorn]:
-    """gunicorn exactly as `make run` starts it (the Procfile's web command)."""
+    """gunicorn as `make run` starts it: the Procfile's web command, no options,
+    run in the repository root so gunicorn reads ./gunicorn.conf.py itself."""
+    assert procfile_web_command() == WEB_COMMAND
     port = free_port()
-    # A queue no worker consumes: stored events stay pending, so nothing
-    # races the database flush between tests.
-    env = {**stack_env, "WEB_PORT": str(port), "WEBHOOKS_TEST_QUEUE": f"hostile-{port}"}
-    proc = stack.Gunicorn(
-        "gunicorn-procfile", ["sh", "-c", "exec " + procfile_web_command()], env, log_dir
-    )
+    # The conf file's defaults, not whatever this shell sets; WEB_PORT is the
+    # only setting given, as `make run` gives it. A queue no worker consumes:
+    # stored events stay pending, so nothing races the database flush between tests.
+    env = {k: v for k, v in stack_env.items() if k not in ("WEB_CONCURRENCY", "WEB_THREADS")}
+    env.update(WEB_PORT=str(port), WEBHOOKS_TEST_QUEUE=f"hostile-{port}")
+    env.pop("PORT", None)
+    argv = [stack.python(), "-m", *WEB_COMMAND.split()]
+    proc = stack.Gunicorn("gunicorn-procfile", argv, env, log_dir)
     proc.port = port
     proc.start()
-    stack.wait_until(
-        lambda: port_open(port) or not proc.alive,
-        timeout=60,
-        message=lambda: f"gunicorn to listen\n{proc.log_tail()}",
-    )
-    assert proc.alive, proc.log_tail()
+    stack.wait_until_serving(proc, WEB_WORKERS)
+    assert "Using worker: gthread" in proc.log(), proc.log_tail()
     yield proc
     proc.stop()
 
@@ -345,12 +354,25 @@ def test_50_mb_body_streamed_gets_413_without_being_read(server):
     assert_still_serving(server.port)
 
 
+SLOW_CLIENTS = 20
+# A delivery is answered in milliseconds; this leaves room for a busy machine.
+DELIVERY_DEADLINE = 5.0
+
+
 def test_slow_clients_trickling_bytes_do_not_block_deliveries(server):
-    """Slow-loris: more clients than the server has processes each send a
-    request one byte at a time. Real deliveries are still answered meanwhile."""
-    slow_clients = 6
+    """Slow-loris against the server run with no options: 20 clients each send a
+    request one byte every 0.5 s (it would take them minutes to finish), more
+    than a worker of the former 2 x 8 threads could hold. While every one of
+    them is still being read by the server, real signed deliveries sent at
+    the same time each get their 200 within seconds and are stored.
+
+    A trickled request holds a gthread thread until it is complete, and
+    accepts are not spread evenly between workers: with 2 x 8 threads no
+    delivery was answered within 10 s. gunicorn.conf.py gives each worker
+    more threads than there are slow clients here."""
     stop = threading.Event()
-    started = threading.Barrier(slow_clients + 1, timeout=30)
+    closed_by_server: list[BaseException] = []
+    started = threading.Barrier(SLOW_CLIENTS + 1, timeout=30)
     trickle = request_bytes(body=valid_body().encode(), headers=signed(valid_body()))
 
     def loris() -> None:
@@ -360,26 +382,61 @@ def test_slow_clients_trickling_bytes_do_not_block_deliveries(server):
             for byte in trickle[20:]:
                 if stop.wait(0.5):  # bounded: stops with the test
                     return
-                with suppress(OSError):
+                try:
                     sock.sendall(bytes([byte]))
+                except OSError as exc:  # the server gave up on it: not a slow client any more
+                    closed_by_server.append(exc)
+                    return
 
-    threads = [threading.Thread(target=loris, daemon=True) for _ in range(slow_clients)]
-    for thread in threads:
+    def in_flight() -> int:
+        return stack.established_connections(server, server.port)
+
+    slow = [threading.Thread(target=loris, daemon=True) for _ in range(SLOW_CLIENTS)]
+    for thread in slow:
         thread.start()
     started.wait()
-    try:
-        for _ in range(5):
-            event = make_event()
-            body = encode_event(event)
-            reply = send(
-                server.port, request_bytes(body=body.encode(), headers=signed(body)), timeout=20
+    events = [make_event() for _ in range(5)]
+    # Exits after the finally below: once the slow clients are gone, any
+    # delivery still waiting is answered and the pool's threads return.
+    with ThreadPoolExecutor(len(events)) as pool:
+        try:
+            # Every slow request is in a worker's hands, not queued in the backlog.
+            stack.wait_until(
+                lambda: in_flight() >= SLOW_CLIENTS,
+                timeout=10,
+                message=lambda: f"{SLOW_CLIENTS} slow connections accepted (have {in_flight()})",
             )
-            assert reply.status == 200, reply
-    finally:
-        stop.set()
-        for thread in threads:
-            thread.join(10)
-    assert WebhookEvent.objects.count() == 5
+            replies: list[Future[Reply]] = []
+            for event in events:
+                body = encode_event(event)
+                raw = request_bytes(body=body.encode(), headers=signed(body))
+                replies.append(pool.submit(send, server.port, raw, 30))
+            stack.wait_until(
+                lambda: all(reply.done() for reply in replies),
+                timeout=DELIVERY_DEADLINE,
+                message=lambda: (
+                    f"{sum(not r.done() for r in replies)} of {len(replies)} deliveries "
+                    f"to be answered while {SLOW_CLIENTS} clients trickle\n{server.log_tail()}"
+                ),
+            )
+            assert [reply.result().status for reply in replies] == [200] * len(events)
+            # They went through while all the slow requests were still being read.
+            assert all(thread.is_alive() for thread in slow)
+            assert not closed_by_server
+            assert in_flight() >= SLOW_CLIENTS
+        finally:
+            stop.set()
+            for thread in slow:
+                thread.join(10)
+    stored = set(WebhookEvent.objects.values_list("pk", flat=True))
+    assert stored == {event["id"] for event in events}
+
+
+def test_the_procfile_serves_with_no_options():
+    """The web command carries no options: gunicorn.conf.py holds the settings,
+    so `gunicorn config.wsgi:application` run by hand serves as `make run` does."""
+    assert procfile_web_command() == WEB_COMMAND
+    assert (stack.ROOT / "gunicorn.conf.py").is_file()
 
 
 def test_no_secret_in_the_server_log(server):
