@@ -25,6 +25,8 @@ from webhook_worker.celery import configure_celery
 from webhook_worker.checks import check_celery
 from webhook_worker.retry import retry_delay
 
+from .stack import ROOT
+
 
 def ids(messages) -> list[str]:
     return [m.id for m in messages]
@@ -258,3 +260,42 @@ def test_prepared_statements_are_on_by_default_and_can_be_turned_off_from_the_ur
     assert options["server_side_binding"] is binding
     assert options["prepare_threshold"] == threshold
     assert options["connect_timeout"] == 5
+
+
+NO_CELERY_APP = """
+import django
+from django.conf import settings
+
+settings.configure(
+    INSTALLED_APPS=[
+        "django.contrib.contenttypes", "django.contrib.auth", "webhook_ingest", "webhook_worker",
+    ],
+    DATABASES={"default": {"ENGINE": "django.db.backends.postgresql", "NAME": "unused"}},
+    STRIPE_WEBHOOKS={"ENDPOINTS": {"default": {"SECRETS": ["whsec_x"]}}},
+)
+django.setup()
+from django.core.management import call_command
+from django.core.management.base import SystemCheckError
+
+try:
+    call_command("check")
+except SystemCheckError as exc:
+    print(exc)
+"""
+
+
+def test_a_project_that_never_loads_its_celery_app_fails_the_check():
+    """Celery's real fallback app, as a project without celery.py (or without the
+    import in its __init__.py) gets: what E001 recognises, checked against Celery itself."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "CELERY_"))}
+    env["PYTHONPATH"] = str(ROOT)
+    out = subprocess.run(
+        [sys.executable, "-c", NO_CELERY_APP],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    assert "webhook_worker.E001" in out
+    assert "No Celery app is loaded for this Django project" in out

@@ -150,3 +150,20 @@ def test_event_type_is_the_task_name_in_worker_logs_and_flower(client, worker):
     post_signed(client, event)
     wait_for_status(event["id"], "succeeded")
     assert "process_event[checkout.session.completed][" in worker.log()
+
+
+def test_a_worker_keeps_its_database_connection_across_tasks(client, worker, handler_log):
+    """configure_celery's CELERY_DB_REUSE_MAX: Celery's Django fixup would otherwise
+    open a new database connection for every task. Two pool processes, two sessions."""
+    events = [make_event("customer.created", behavior="backend_pid") for _ in range(8)]
+    for event in events:
+        post_signed(client, event)
+    for event in events:
+        wait_for_status(event["id"], "succeeded")
+    sessions = {
+        name
+        for event in events
+        for _, name, _ in handler_calls(handler_log, event["id"])
+        if name.startswith("backend:")
+    }
+    assert 1 <= len(sessions) <= 2, sessions

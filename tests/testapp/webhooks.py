@@ -14,6 +14,7 @@ it cannot reach into:
     db_error_first    terminate our own database session on attempt 1
     fail_first_pct:P  raise on attempt 1 for P % of events, chosen by a hash
                       of the event id (tests/faults.first_attempt_fails)
+    backend_pid       log the database session's pid as a call named backend:<pid>
 
 Every call appends "event_id handler attempt pid" to HANDLER_LOG first, so
 calls stay visible even when their database writes roll back.
@@ -75,6 +76,10 @@ def record_every_event(event: Any, **kwargs: Any) -> None:
         percent = int(how.split(":", 1)[1])
         if int(hashlib.sha256(event.id.encode()).hexdigest(), 16) % 100 < percent:
             raise RuntimeError("simulated random failure on the first attempt")
+    if how == "backend_pid":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_backend_pid()")
+            log_call(event, f"backend:{cursor.fetchone()[0]}")
     if how == "db_error_first" and event.attempts == 1:
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_terminate_backend(pg_backend_pid())")
