@@ -125,10 +125,9 @@ DATABASES = {
         # Keep connections open between requests and tasks: a new Postgres
         # connection costs more than the whole ingest request.
         conn_max_age=600,
-        # No SELECT 1 before each request: it was a third of the ingest's
-        # database round trips. The view reconnects and retries its
-        # idempotent INSERT once when the server dropped the connection
-        # (webhook_ingest.views._record); a worker's task retries.
+        # No SELECT 1 before each request, a round trip per delivery. The view
+        # reconnects and retries its idempotent INSERT once when the server
+        # dropped the connection (webhook_ingest.views._record); a task retries.
         conn_health_checks=False,
     )
 }

@@ -8,13 +8,12 @@
 
 A delivery is a server-to-server POST signed by Stripe. Sessions,
 authentication, CSRF, messages and the security headers meant for browsers do
-nothing for it, yet they were about a quarter of a delivery's CPU
-(docs/benchmarks.md). A POST whose path resolves to the webhook view goes
-straight to the view; every other request, and any other method on the
-webhook URL, goes down the stack as before. It still runs inside Django's
-request handling: request signals (connection upkeep), exception handling and
-response logging are Django's, and the view is the same one `urls.py` routes
-to without this middleware.
+nothing for it, yet they cost it CPU (docs/benchmarks.md). A POST whose path
+resolves to the webhook view goes straight to the view; every other request,
+and any other method on the webhook URL, goes down the stack as before. It
+still runs inside Django's request handling: request signals (connection
+upkeep), exception handling and response logging are Django's, and the view
+is the same one `urls.py` routes to without this middleware.
 """
 
 from __future__ import annotations
@@ -57,9 +56,8 @@ def webhook_match(path_info: str) -> ResolverMatch | None:
     return _resolve_webhook(path_info)
 
 
-# Resolving walks the whole URLconf (~30 µs, a twentieth of a delivery); the
-# endpoints' few paths are resolved once. Any other path under the prefix
-# falls out of this small cache again.
+# Resolving walks the whole URLconf; the endpoints' few paths are resolved
+# once. Any other path under the prefix falls out of this small cache again.
 @lru_cache(maxsize=64)
 def _resolve_webhook(path_info: str) -> ResolverMatch | None:
     try:
