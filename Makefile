@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run send test test-fast test-rabbitmq soak lint clean screenshot bench
+.PHONY: install run send test test-fast test-compat test-rabbitmq soak lint clean screenshot bench
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit("Python 3.11+ is required, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
@@ -41,6 +41,45 @@ RABBITMQ_URL ?= amqp://guest:guest@127.0.0.1:5672//
 test-rabbitmq: $(STAMP)
 	CELERY_BROKER_URL=$(RABBITMQ_URL) $(PY) -m devstack exec -- $(PY) -m pytest -q \
 		tests/test_pipeline.py tests/test_worker.py tests/test_commands.py tests/test_admin.py $(PYTEST_ARGS)
+
+# The whole suite again on the newest Python and Django supported (CI runs it
+# after `make test`), in its own .venv-compat. The interpreter: COMPAT_PYTHON
+# if given, else pyenv's newest 3.13, python3.13 on PATH, pyenv's 3.12,
+# python3.12 on PATH; with none of them, the job says so and is skipped.
+PYENV_ROOT ?= /root/.pyenv
+COMPAT_DJANGO := Django>=6.1,<6.2
+COMPAT_VENV := .venv-compat
+COMPAT_PY := $(COMPAT_VENV)/bin/python
+COMPAT_STAMP := $(COMPAT_VENV)/.installed
+# Runs, is 3.12 or 3.13 and can make a virtualenv (Debian splits ensurepip off).
+COMPAT_PROBE := import sys, venv, ensurepip; sys.exit(sys.version_info[:2] not in ((3, 12), (3, 13)))
+
+test-compat:
+	@py='$(COMPAT_PYTHON)'; \
+	if [ -n "$$py" ]; then \
+		"$$py" -c '$(COMPAT_PROBE)' || { echo "test-compat: COMPAT_PYTHON=$$py is not a working Python 3.12 or 3.13" >&2; exit 1; }; \
+	else \
+		for c in $$(ls -d $(PYENV_ROOT)/versions/3.13.*/bin/python 2>/dev/null | sort -rV) python3.13 \
+		         $$(ls -d $(PYENV_ROOT)/versions/3.12.*/bin/python 2>/dev/null | sort -rV) python3.12; do \
+			if "$$c" -c '$(COMPAT_PROBE)' >/dev/null 2>&1; then py=$$c; break; fi; \
+		done; \
+	fi; \
+	if [ -z "$$py" ]; then \
+		echo "test-compat: skipped: no Python 3.13 or 3.12 with venv found ($(PYENV_ROOT)/versions/3.1[23].*, python3.13 or python3.12 on PATH; COMPAT_PYTHON=... to name one)"; \
+		exit 0; \
+	fi; \
+	py=$$("$$py" -c 'import sys; print(sys.executable)'); \
+	if [ "$$(cat $(COMPAT_VENV)/.interpreter 2>/dev/null)" != "$$py" ]; then rm -rf $(COMPAT_VENV); fi; \
+	echo "test-compat: $$("$$py" -V) ($$py) with $(COMPAT_DJANGO)"; \
+	$(MAKE) --no-print-directory COMPAT_PYTHON="$$py" $(COMPAT_STAMP) && \
+	$(COMPAT_PY) -m devstack exec -- $(COMPAT_PY) -m pytest $(PYTEST_ARGS)
+
+$(COMPAT_STAMP): pyproject.toml
+	test -x $(COMPAT_PY) || $(COMPAT_PYTHON) -m venv $(COMPAT_VENV)
+	$(COMPAT_PY) -m pip install --quiet --upgrade pip
+	$(COMPAT_PY) -m pip install --quiet -e '.[dev]' '$(COMPAT_DJANGO)'
+	echo '$(COMPAT_PYTHON)' > $(COMPAT_VENV)/.interpreter
+	touch $(COMPAT_STAMP)
 
 # The long soak: 10,000 deliveries while workers are killed (tests/test_soak.py).
 soak: $(STAMP)
