@@ -33,7 +33,6 @@ from .faults import (
     kill_pid,
     logged_calls,
     make_lane,
-    redis_queue_length,
     redis_queued_tasks,
     uncommitted_writer_pid,
     wait_all_succeeded,
@@ -194,7 +193,15 @@ def test_broker_restarted_empty_with_hundreds_pending_sweeper_recovers_all(
     assert deliver_all(f"{web.url}/webhooks/stripe/", events) == [200] * n
     # No worker yet: every message is waiting in Redis (with beat's sweep
     # requests) once the web process's publisher has sent its last batch.
-    wait_until(lambda: redis_queue_length(own_redis.url, redis_lane.queue) >= n, timeout=30)
+    wait_until(
+        lambda: (
+            redis_queued_tasks(own_redis.url, redis_lane.queue).count(
+                "webhook_worker.process_event"
+            )
+            == n
+        ),
+        timeout=30,
+    )
 
     own_redis.kill()
     own_redis.start()  # same port, empty: all n messages are gone

@@ -63,8 +63,9 @@ def configure_celery(app: Celery, *, sweep_interval: float = SWEEP_INTERVAL) -> 
         sweep_interval,
         app.signature(SWEEP),
         name=SWEEP_ENTRY,
-        # A sweep nobody ran within its interval is replaced by the next one.
-        expires=max(1.0, sweep_interval * 0.9),
+        # A sweep waits its turn behind a backlog and still runs, but sweeps
+        # sent while no worker runs do not pile up beyond ten.
+        expires=sweep_interval * 10,
     )
 
 
