@@ -149,7 +149,7 @@ def prepare(bench: Bench, work: Path) -> None:
 
     from webhook_ingest.models import WebhookEvent
     from webhook_ingest.parsing import parse_event
-    from webhook_worker.testing import sign_body
+    from webhook_worker.stripe_events import sign_body
 
     body = bench.bodies.template
     parsed = parse_event(body)

@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         from webhook_ingest.signature import verify_signature
         from webhook_worker.enqueue import enqueue_or_mark
         from webhook_worker.publisher import enqueue_accepted
-        from webhook_worker.testing import sign_body
+        from webhook_worker.stripe_events import sign_body
 
         total = (BATCHES + 1) * BATCH
         rows: list[tuple[str, float]] = []

@@ -27,7 +27,7 @@ What it relies on in the library (update these if they are renamed):
   `webhook_worker.enqueue.enqueue_or_mark(event_id, event_type)`;
 - `WebhookEvent.objects.record(parsed, body, endpoint)` and
   `webhook_ingest.parsing.parse_event` to store the events;
-- `webhook_worker.testing.build_event` / `encode_event` for the bodies;
+- `webhook_worker.stripe_events.build_event` / `encode_event` for the bodies;
 - `STRIPE_WEBHOOKS` keys RETRY_SCHEDULE, RETRY_JITTER, REQUEUE_AFTER (set
   through BENCH_* variables by bench/retry_settings.py; `--set KEY=JSON` sets
   any other key) and `event.attempts` (the attempt number) in the handler;
@@ -386,7 +386,7 @@ def store_events(count: int) -> tuple[list[str], float]:
 
     from webhook_ingest.models import WebhookEvent
     from webhook_ingest.parsing import parse_event
-    from webhook_worker.testing import build_event, encode_event
+    from webhook_worker.stripe_events import build_event, encode_event
 
     started = time.monotonic()
     ids = [f"{ID_PREFIX}{n:010d}" for n in range(count)]

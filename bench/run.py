@@ -53,7 +53,7 @@ import redis
 
 from devstack.services import EmbeddedPostgres, EmbeddedRedis, free_port, port_open
 from tests.stack import Process, child_pids, wait_until
-from webhook_worker.testing import build_event, encode_event, sign_body
+from webhook_worker.stripe_events import build_event, encode_event, sign_body
 
 ROOT = Path(__file__).resolve().parent.parent
 LUA = ROOT / "bench" / "wrk_post.lua"

@@ -85,7 +85,7 @@ def main() -> int:
     from tests.constants import CONNECT_SECRET, SECRET
     from tests.helpers import make_event
     from webhook_ingest.models import WebhookEvent
-    from webhook_worker.testing import encode_event, post_event
+    from webhook_worker.stripe_events import encode_event, post_event
 
     if WebhookEvent.objects.exists():
         sys.exit("This database already has events; run me through `make screenshot`.")

@@ -31,7 +31,7 @@ from django.db.models import Count
 from devstack.services import free_port
 from tests.testapp.models import SideEffect
 from webhook_ingest.models import WebhookEvent
-from webhook_worker.testing import encode_event, sign_body
+from webhook_worker.stripe_events import encode_event, sign_body
 
 from . import stack
 from .constants import SECRET

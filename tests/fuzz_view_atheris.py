@@ -38,7 +38,7 @@ from django.test import Client  # noqa: E402
 
 from tests.constants import OTHER_SECRET, SECRET  # noqa: E402
 from tests.test_fuzz import SECRETS, Delivery, check_delivery  # noqa: E402
-from webhook_worker.testing import sign_body  # noqa: E402
+from webhook_worker.stripe_events import sign_body  # noqa: E402
 
 ENDPOINTS = [None, None, "connect", "nope"]
 CONTENT_TYPES = ["application/json", "application/json; charset=utf-8", "text/plain", ""]

@@ -11,7 +11,7 @@ from django.db import connection
 from django.test import Client
 
 from webhook_ingest.models import WebhookEvent
-from webhook_worker.testing import build_event, encode_event, sign_body
+from webhook_worker.stripe_events import build_event, encode_event, sign_body
 
 from .constants import SECRET
 from .stack import wait_until

@@ -26,7 +26,7 @@ import requests
 from django.conf import settings
 
 from devstack.services import free_port, port_open
-from webhook_worker.testing import build_event, encode_event, post_event
+from webhook_worker.stripe_events import build_event, encode_event, post_event
 
 from . import stack
 from .stack import wait_until

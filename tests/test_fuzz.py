@@ -28,7 +28,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from webhook_ingest.models import WebhookEvent
-from webhook_worker.testing import build_event, encode_event, sign_body
+from webhook_worker.stripe_events import build_event, encode_event, sign_body
 
 from .constants import CONNECT_SECRET, OLD_SECRET, OTHER_SECRET, SECRET
 

@@ -26,7 +26,7 @@ import pytest
 
 from devstack.services import free_port
 from webhook_ingest.models import WebhookEvent
-from webhook_worker.testing import encode_event, sign_body
+from webhook_worker.stripe_events import encode_event, sign_body
 
 from . import stack
 from .constants import CONNECT_SECRET, OLD_SECRET, OTHER_SECRET, SECRET

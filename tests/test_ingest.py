@@ -15,7 +15,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext, override_settings
 
 from webhook_ingest.models import WebhookEvent
-from webhook_worker.testing import encode_event, sign_body
+from webhook_worker.stripe_events import encode_event, sign_body
 
 from .constants import CONNECT_SECRET, OLD_SECRET, OTHER_SECRET, SECRET
 from .helpers import make_event, post_signed, prepared_statements

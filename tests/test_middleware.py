@@ -13,7 +13,7 @@ from django.urls import include, path
 
 from webhook_ingest.checks import MIDDLEWARE_PATH, check_middleware
 from webhook_ingest.models import WebhookEvent
-from webhook_worker.testing import encode_event, sign_body
+from webhook_worker.stripe_events import encode_event, sign_body
 
 from .constants import CONNECT_SECRET, SECRET
 from .helpers import make_event, post_signed

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 import tomllib
 
 from webhook_ingest import __version__
@@ -41,3 +44,20 @@ def test_license_version_and_changelog_agree():
     assert PYPROJECT["project"]["license"] == "MIT"
     assert worker_version == __version__
     assert f"## {__version__}" in (ROOT / "CHANGELOG.md").read_text()
+
+
+def test_the_event_builders_import_without_django_set_up():
+    """Benchmarks and scripts build signed events before (or without) django.setup()."""
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import webhook_worker.stripe_events as e; e.build_event('invoice.paid')",
+        ],
+        env={**env, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr

@@ -69,7 +69,7 @@ def test_post_to_handler_completion_over_http(web, worker, handler_log: Path):
     import time
     from datetime import UTC, datetime
 
-    from webhook_worker.testing import encode_event, post_event
+    from webhook_worker.stripe_events import encode_event, post_event
 
     from .constants import SECRET
 

@@ -15,7 +15,7 @@ from tests.testapp.models import SideEffect
 from webhook_ingest.models import WebhookEvent
 from webhook_worker.enqueue import SWEEP_AT_NEXT_RUN
 from webhook_worker.models import WebhookAttempt
-from webhook_worker.testing import encode_event, post_event, sign_body
+from webhook_worker.stripe_events import encode_event, post_event, sign_body
 
 from . import stack
 from .constants import SECRET

@@ -17,7 +17,7 @@ from webhook_ingest.exceptions import (
     TimestampOutOfTolerance,
 )
 from webhook_ingest.signature import verify_signature
-from webhook_worker.testing import sign_body
+from webhook_worker.stripe_events import sign_body
 
 from .constants import OLD_SECRET, OTHER_SECRET, SECRET
 

@@ -35,7 +35,7 @@ from django.db import connection
 
 from webhook_ingest.models import WebhookEvent
 from webhook_worker.models import WebhookAttempt
-from webhook_worker.testing import encode_event
+from webhook_worker.stripe_events import encode_event
 
 from . import stack
 from .constants import CONNECT_SECRET, OLD_SECRET, SECRET

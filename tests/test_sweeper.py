@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from webhook_ingest.models import WebhookEvent
 from webhook_worker.models import WebhookAttempt
-from webhook_worker.testing import encode_event, post_event
+from webhook_worker.stripe_events import encode_event, post_event
 
 from . import stack
 from .constants import SECRET

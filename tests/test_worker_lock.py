@@ -21,7 +21,7 @@ from webhook_ingest.models import WebhookEvent
 from webhook_ingest.parsing import parse_event
 from webhook_worker import dispatch, statements, webhooks
 from webhook_worker.models import WebhookAttempt
-from webhook_worker.testing import encode_event
+from webhook_worker.stripe_events import encode_event
 
 from .helpers import make_event
 

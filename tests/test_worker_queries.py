@@ -16,7 +16,7 @@ from tests.testapp.models import SideEffect
 from webhook_ingest.models import WebhookEvent
 from webhook_ingest.parsing import parse_event
 from webhook_worker import dispatch
-from webhook_worker.testing import encode_event
+from webhook_worker.stripe_events import encode_event
 
 from .helpers import make_event, prepared_statements
 

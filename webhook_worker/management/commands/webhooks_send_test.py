@@ -13,7 +13,7 @@ from django.urls import NoReverseMatch, reverse
 
 from webhook_ingest.conf import webhook_settings
 from webhook_ingest.models import WebhookEvent
-from webhook_worker.testing import EVENT_TYPES, build_event, encode_event, post_event
+from webhook_worker.stripe_events import EVENT_TYPES, build_event, encode_event, post_event
 
 # The local server: `make run` sets WEB_PORT when 8000 is taken.
 DEFAULT_BASE_URL = "http://127.0.0.1:{port}"

@@ -1,0 +1,183 @@
+"""Realistic Stripe events, signed as Stripe signs them: for tests, commands, benchmarks.
+
+    from webhook_worker.stripe_events import build_event, encode_event, sign_body
+
+    event = build_event("invoice.paid", metadata={"order": "42"})
+    body = encode_event(event)                  # pretty-printed, as Stripe sends it
+    header = sign_body(body, "whsec_...")       # the Stripe-Signature header value
+
+Payloads come from templates of Stripe's own example objects
+(event_templates/objects.json), adjusted per event type. Importing this
+module needs no Django set-up.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import secrets
+import string
+import time
+import urllib.error
+import urllib.request
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import stripe
+
+API_VERSION = "2025-06-30.basil"
+
+_ALPHABET = string.ascii_letters + string.digits
+
+# event type -> (template object, changes to the object, previous_attributes)
+EVENT_TYPES: dict[str, tuple[str, dict[str, Any], dict[str, Any] | None]] = {
+    "customer.created": ("customer", {}, None),
+    "customer.updated": ("customer", {}, {"email": "ada.old@example.com"}),
+    "customer.deleted": ("customer", {}, None),
+    "customer.subscription.created": ("subscription", {"status": "incomplete"}, None),
+    "customer.subscription.updated": (
+        "subscription",
+        {"status": "active", "cancel_at_period_end": True},
+        {"cancel_at_period_end": False},
+    ),
+    "customer.subscription.deleted": ("subscription", {"status": "canceled"}, None),
+    "customer.subscription.trial_will_end": ("subscription", {"status": "trialing"}, None),
+    "invoice.created": ("invoice", {"status": "draft", "paid": False}, None),
+    "invoice.finalized": ("invoice", {"status": "open"}, None),
+    "invoice.paid": ("invoice", {"status": "paid"}, None),
+    "invoice.payment_succeeded": ("invoice", {"status": "paid"}, None),
+    "invoice.payment_failed": ("invoice", {"status": "open", "attempt_count": 1}, None),
+    "invoice.upcoming": ("invoice", {"status": "draft", "id": None}, None),
+    "payment_intent.created": ("payment_intent", {"status": "requires_payment_method"}, None),
+    "payment_intent.succeeded": ("payment_intent", {"status": "succeeded"}, None),
+    "payment_intent.payment_failed": (
+        "payment_intent",
+        {
+            "status": "requires_payment_method",
+            "last_payment_error": {"code": "card_declined", "decline_code": "generic_decline"},
+        },
+        None,
+    ),
+    "payment_intent.canceled": ("payment_intent", {"status": "canceled"}, None),
+    "charge.succeeded": ("charge", {"status": "succeeded", "paid": True}, None),
+    "charge.failed": ("charge", {"status": "failed", "paid": False}, None),
+    "charge.refunded": ("charge", {"refunded": True}, {"refunded": False, "amount_refunded": 0}),
+    "charge.dispute.created": ("dispute", {"status": "needs_response"}, None),
+    "checkout.session.completed": ("checkout.session", {"status": "complete"}, None),
+    "checkout.session.expired": ("checkout.session", {"status": "expired"}, None),
+    "checkout.session.async_payment_succeeded": (
+        "checkout.session",
+        {"status": "complete", "payment_status": "paid"},
+        None,
+    ),
+    "payment_method.attached": ("payment_method", {}, None),
+    "payment_method.detached": ("payment_method", {"customer": None}, None),
+    "setup_intent.succeeded": ("setup_intent", {"status": "succeeded"}, None),
+    "product.created": ("product", {}, None),
+    "product.updated": ("product", {}, {"name": "Old name"}),
+    "price.created": ("price", {}, None),
+    "price.updated": ("price", {}, {"active": False}),
+    "refund.created": ("refund", {}, None),
+}
+
+
+@cache
+def _templates() -> dict[str, dict[str, Any]]:
+    text = resources.files("webhook_worker").joinpath("event_templates/objects.json").read_text()
+    value: dict[str, dict[str, Any]] = json.loads(text)
+    return value
+
+
+def random_id(prefix: str, length: int = 24) -> str:
+    """An id shaped like Stripe's: `evt_1Qx...`."""
+    return f"{prefix}_" + "".join(secrets.choice(_ALPHABET) for _ in range(length))
+
+
+def build_event(
+    event_type: str,
+    *,
+    event_id: str | None = None,
+    created: int | None = None,
+    livemode: bool = False,
+    account: str | None = None,
+    metadata: dict[str, str] | None = None,
+    data_object: dict[str, Any] | None = None,
+    previous_attributes: dict[str, Any] | None = None,
+    api_version: str | None = API_VERSION,
+) -> dict[str, Any]:
+    """A v1 Stripe event of `event_type` as a dict, ready to encode and sign."""
+    if data_object is None:
+        if event_type not in EVENT_TYPES:
+            raise KeyError(
+                f"no template for {event_type!r}; known types: {', '.join(sorted(EVENT_TYPES))}"
+            )
+        name, changes, default_previous = EVENT_TYPES[event_type]
+        data_object = copy.deepcopy(_templates()[name])
+        data_object.update(copy.deepcopy(changes))
+        if previous_attributes is None and default_previous is not None:
+            previous_attributes = copy.deepcopy(default_previous)
+    else:
+        data_object = copy.deepcopy(data_object)
+    data_object["livemode"] = livemode
+    if metadata:
+        data_object["metadata"] = {**data_object.get("metadata", {}), **metadata}
+    now = int(time.time()) if created is None else created
+    data: dict[str, Any] = {"object": data_object}
+    if previous_attributes is not None:
+        data["previous_attributes"] = previous_attributes
+    event: dict[str, Any] = {
+        "id": event_id or random_id("evt"),
+        "object": "event",
+        "api_version": api_version,
+        "created": now,
+        "data": data,
+        "livemode": livemode,
+        "pending_webhooks": 1,
+        "request": {"id": random_id("req", 14), "idempotency_key": random_id("idk", 20)},
+        "type": event_type,
+    }
+    if account is not None:
+        event["account"] = account
+    return event
+
+
+def encode_event(event: dict[str, Any]) -> str:
+    """The body as Stripe sends it: pretty-printed JSON, two-space indent."""
+    return json.dumps(event, indent=2)
+
+
+def sign_body(body: str, secret: str, timestamp: int | None = None) -> str:
+    """The `Stripe-Signature` header for `body`, computed by the stripe library."""
+    return str(stripe.WebhookSignature.generate_signature_header(body, secret, timestamp=timestamp))
+
+
+def post_event(
+    url: str,
+    body: str,
+    secret: str,
+    *,
+    timestamp: int | None = None,
+    timeout: float = 10,
+) -> tuple[int, dict[str, Any]]:
+    """POST a signed body to a running endpoint; returns (status, parsed JSON response)."""
+    request = urllib.request.Request(
+        url,
+        data=body.encode("utf-8"),
+        method="POST",
+        headers={
+            "Content-Type": "application/json; charset=utf-8",
+            "Stripe-Signature": sign_body(body, secret, timestamp),
+            "User-Agent": "Stripe/1.0 (+https://stripe.com/docs/webhooks)",
+        },
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            status, raw = response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        status, raw = exc.code, exc.read()
+    try:
+        parsed = json.loads(raw) if raw else {}
+    except ValueError:
+        parsed = {"raw": raw.decode("utf-8", "replace")[:500]}
+    return status, parsed
