@@ -2,10 +2,9 @@
 
 1. Due retries. A retry longer than MAX_BROKER_DELAY waits in the database
    (`retrying`, `scheduled`, with its due time) instead of in the broker.
-   Each run publishes those due within the next MAX_BROKER_DELAY seconds, with
-   a countdown to their due time, so a retry starts within one sweep
-   interval of its due time (to the second when the interval is no longer
-   than MAX_BROKER_DELAY).
+   Each run publishes those that are due, without a countdown: a retry
+   starts within one sweep interval of its due time, and a burst of due
+   retries waits in the broker's queue, never in a worker's memory.
 2. Stale events. An event is stale when it is unfinished and more than
    REQUEUE_AFTER past its due time: `pending` never reached a worker,
    `retrying` lost its retry message, `processing` lost its worker (its
@@ -51,10 +50,9 @@ def stale_events(now: datetime | None = None) -> QuerySet[WebhookEvent]:
 
 
 def due_retries(now: datetime | None = None) -> QuerySet[WebhookEvent]:
-    """Retries waiting in the database that are due within MAX_BROKER_DELAY."""
+    """Retries waiting in the database that are due."""
     now = now or timezone.now()
-    horizon = now + timedelta(seconds=webhook_settings.MAX_BROKER_DELAY)
-    return WebhookEvent.objects.filter(status=Status.RETRYING, scheduled=True, due_at__lte=horizon)
+    return WebhookEvent.objects.filter(status=Status.RETRYING, scheduled=True, due_at__lte=now)
 
 
 @dataclass(frozen=True)
@@ -74,7 +72,7 @@ def sweep(now: datetime | None = None, batch_size: int = BATCH_SIZE) -> SweepRes
     """One run: publish due retries, then re-enqueue stale events."""
     now = now or timezone.now()
     retries, ok = _claim_and_enqueue(
-        due_retries(now), now, batch_size, WebhookAttempt.Trigger.RETRY, keep_due=True
+        due_retries(now), now, batch_size, WebhookAttempt.Trigger.RETRY
     )
     stale, stale_ok = _claim_and_enqueue(
         stale_events(now), now, batch_size, WebhookAttempt.Trigger.SWEEPER
@@ -87,19 +85,14 @@ def sweep(now: datetime | None = None, batch_size: int = BATCH_SIZE) -> SweepRes
 
 
 def _claim_and_enqueue(
-    queryset: QuerySet[WebhookEvent],
-    now: datetime,
-    batch_size: int,
-    trigger: str,
-    keep_due: bool = False,
+    queryset: QuerySet[WebhookEvent], now: datetime, batch_size: int, trigger: str
 ) -> tuple[int, bool]:
     """Claim the rows of `queryset` in batches and enqueue each once.
 
     Returns how many were enqueued, and False if the broker refused one (the
     rest are then left marked for the next run). A claimed row is no longer
-    `scheduled`; a stale one is due `now`, so the next run does not pick it
-    again for REQUEUE_AFTER. A due retry keeps its due time and is published
-    with a countdown to it.
+    `scheduled` and is due `now`, so the next run does not pick it again for
+    REQUEUE_AFTER.
     """
     total = 0
     while True:
@@ -107,18 +100,16 @@ def _claim_and_enqueue(
             rows = list(
                 queryset.select_for_update(skip_locked=True)
                 .order_by("due_at")
-                .values_list("pk", "type", "due_at")[:batch_size]
+                .values_list("pk", "type")[:batch_size]
             )
             if not rows:
                 break
-            changes = {"scheduled": False} if keep_due else {"due_at": now, "scheduled": False}
-            WebhookEvent.objects.filter(pk__in=[pk for pk, _, _ in rows]).update(**changes)
-        for index, (pk, event_type, due_at) in enumerate(rows):
-            countdown = (due_at - now).total_seconds() if keep_due else 0.0
-            if not enqueue_or_mark(
-                pk, event_type, trigger=trigger, countdown=countdown if countdown > 0 else None
-            ):
-                mark_for_sweep([p for p, _, _ in rows[index + 1 :]])
+            WebhookEvent.objects.filter(pk__in=[pk for pk, _ in rows]).update(
+                due_at=now, scheduled=False
+            )
+        for index, (pk, event_type) in enumerate(rows):
+            if not enqueue_or_mark(pk, event_type, trigger=trigger):
+                mark_for_sweep([p for p, _ in rows[index + 1 :]])
                 logger.warning("sweeper stopped: broker unreachable; %d enqueued", total)
                 return total, False
             total += 1
