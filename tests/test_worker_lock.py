@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from webhook_ingest.models import WebhookEvent
 from webhook_ingest.parsing import parse_event
-from webhook_worker import dispatch, statements, webhooks
+from webhook_worker import attempt_sql, dispatch, webhooks
 from webhook_worker.models import WebhookAttempt
 from webhook_worker.stripe_events import encode_event
 
@@ -43,7 +43,7 @@ def our_locks_anywhere() -> int:
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = %s",
-            [statements.LOCK_NAMESPACE],
+            [attempt_sql.LOCK_NAMESPACE],
         )
         return int(cursor.fetchone()[0])
 
@@ -56,7 +56,7 @@ def other_worker(test_db_url: str) -> Iterator[psycopg.Connection[Any]]:
 
 def test_event_held_by_a_live_worker_is_left_alone(other_worker, monkeypatch):
     event_id = stored()
-    other_worker.execute(LOCK, [statements.LOCK_NAMESPACE, event_id])
+    other_worker.execute(LOCK, [attempt_sql.LOCK_NAMESPACE, event_id])
     monkeypatch.setattr(dispatch, "LOCK_WAIT_SECONDS", 0.2)
 
     result = dispatch.process(event_id, trigger="delivery")
@@ -70,10 +70,10 @@ def test_event_held_by_a_live_worker_is_left_alone(other_worker, monkeypatch):
 
 def test_lock_freed_while_waiting_is_taken_once_and_released(other_worker, monkeypatch):
     event_id = stored()
-    other_worker.execute(LOCK, [statements.LOCK_NAMESPACE, event_id])
+    other_worker.execute(LOCK, [attempt_sql.LOCK_NAMESPACE, event_id])
     monkeypatch.setattr(dispatch, "LOCK_WAIT_SECONDS", 10)
     release = threading.Timer(
-        0.3, lambda: other_worker.execute(UNLOCK, [statements.LOCK_NAMESPACE, event_id])
+        0.3, lambda: other_worker.execute(UNLOCK, [attempt_sql.LOCK_NAMESPACE, event_id])
     )
     release.start()
     started = time.monotonic()
@@ -94,7 +94,7 @@ def test_processing_event_whose_worker_died_is_taken_over(other_worker):
     # The other worker claims the event and dies before finishing: its
     # session ends, and its lock with it.
     with psycopg.connect(other_worker.info.dsn, autocommit=True) as doomed:
-        doomed.execute(LOCK, [statements.LOCK_NAMESPACE, event_id])
+        doomed.execute(LOCK, [attempt_sql.LOCK_NAMESPACE, event_id])
         WebhookEvent.objects.filter(pk=event_id).update(status="processing", attempts=1)
         WebhookAttempt.objects.create(
             event_id=event_id, number=1, trigger="delivery", started_at=timezone.now()
@@ -199,7 +199,7 @@ def test_an_exception_anywhere_in_the_attempt_is_recorded_and_retried(monkeypatc
         monkeypatch.setattr(webhooks.registry, "handlers_for", broken_registry)
         expected = "RuntimeError"
     else:
-        monkeypatch.setattr(statements, "finish_sql", lambda: "SELECT 1 / 0, 1")
+        monkeypatch.setattr(attempt_sql, "finish_sql", lambda: "SELECT 1 / 0, 1")
         expected = "django.db.utils.DataError"
     event_id = stored()
 

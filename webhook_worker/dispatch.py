@@ -3,13 +3,13 @@
 An attempt is three short transactions, all under a Postgres advisory lock
 on the event id held by this worker's database session:
 
-1. claim: one statement (statements.claim_sql) that takes the lock, leaves
+1. claim: one statement (attempt_sql.claim_sql) that takes the lock, leaves
    finished events alone, marks the event `processing`, counts the attempt
    and inserts its `WebhookAttempt` row. Committed, so the admin shows what
    is running, and a worker killed from here on leaves a trace.
 2. run: call every matching handler inside one `transaction.atomic()`, and
    mark the event `succeeded` in the same transaction, fenced on the attempt
-   number (statements.finish_sql, which also releases the lock once the
+   number (attempt_sql.finish_sql, which also releases the lock once the
    event's row is locked by the update). Either all handler writes and the
    success commit, or none do.
 3. on failure: after the rollback, record the error, traceback and the
@@ -41,7 +41,7 @@ from django.utils import timezone
 from webhook_ingest.conf import webhook_settings
 from webhook_ingest.models import WebhookEvent
 
-from . import statements
+from . import attempt_sql
 from .models import WebhookAttempt
 from .retry import retry_delay
 from .webhooks import PermanentFailure, call_handlers
@@ -117,7 +117,7 @@ class _EventLock:
             timeout = f"{int(seconds * 1000)}ms"
             cursor.execute("SELECT set_config('lock_timeout', %s, false)", [timeout])
             try:
-                cursor.execute(statements.LOCK_SQL, self.params)
+                cursor.execute(attempt_sql.LOCK_SQL, self.params)
                 self.held = True
             except OperationalError:
                 pass
@@ -131,7 +131,7 @@ class _EventLock:
         self.held = False
         try:
             with self.connection.cursor() as cursor:
-                cursor.execute(statements.UNLOCK_SQL, self.params)
+                cursor.execute(attempt_sql.UNLOCK_SQL, self.params)
         except DatabaseError:
             pass  # session gone, and the lock with it
 
@@ -168,14 +168,14 @@ def _claim(
     now = timezone.now()
     manual = trigger == WebhookAttempt.Trigger.MANUAL
     worker, task_id = worker[:255], task_id[:255]
-    # One autocommit statement (statements.claim_sql). Under the event's
+    # One autocommit statement (attempt_sql.claim_sql). Under the event's
     # lock, an event found `processing` has no live worker: that one died.
     taking = not lock.held
     # Until the statement says otherwise: if it fails after taking the
     # lock (session-level locks survive errors), release() gives it back.
     lock.held = True
     cursor.execute(
-        statements.claim_sql(),
+        attempt_sql.claim_sql(),
         {
             "lock": taking,
             # Not inside a caller's transaction: its commit is not ours to relax.
@@ -197,7 +197,7 @@ def _claim(
     lock.held = bool(row[0])
     if not lock.held:
         return None
-    fields = statements.event_fields()
+    fields = attempt_sql.event_fields()
     if row[1] is None:  # no event id: nothing claimed
         return _unclaimed(event_id, now, manual)
     event = WebhookEvent.from_db(connection.alias, fields, row[1 : len(fields) + 1])
@@ -236,7 +236,7 @@ def _run(
             # (a manual retry may have reset it meanwhile); else roll back.
             # The same statement releases the lock (see finish_sql).
             cursor.execute(
-                statements.finish_sql(),
+                attempt_sql.finish_sql(),
                 {
                     "event_id": event.pk,
                     "number": attempt.number,

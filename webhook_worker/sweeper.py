@@ -29,9 +29,9 @@ from django.utils import timezone
 from webhook_ingest.conf import webhook_settings
 from webhook_ingest.models import WebhookEvent
 
+from .attempt_sql import lock_free_sql
 from .enqueue import enqueue_or_mark, mark_for_sweep
 from .models import WebhookAttempt
-from .statements import lock_free_sql
 
 logger = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""The worker's statements about an event's advisory lock, and its hot-path SQL.
+"""The SQL of an attempt (claim, finish) and of the event's advisory lock.
 
 A successful attempt costs four round trips: claim (one autocommit
 statement that also takes the event's advisory lock), BEGIN, finish (one
