@@ -31,8 +31,9 @@ SECRET = os.environ["STRIPE_WEBHOOK_SECRET"].split(",")[0]
 QUEUE = os.environ.get("FLOOR_QUEUE", "floor")
 INSERT = (
     "INSERT INTO webhook_ingest_webhookevent (id, type, livemode, api_version, account, "
-    "created, object_id, endpoint, body, status, attempts, received_at, due_at, last_error) "
-    "VALUES (%s, %s, %s, %s, %s, %s, %s, 'default', %s, 'pending', 0, now(), now(), '') "
+    "created, object_id, endpoint, body, status, attempts, received_at, due_at, scheduled, "
+    "last_error) "
+    "VALUES (%s, %s, %s, %s, %s, %s, %s, 'default', %s, 'pending', 0, now(), now(), false, '') "
     "ON CONFLICT (id) DO NOTHING RETURNING id"
 )
 
