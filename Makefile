@@ -47,7 +47,10 @@ test-rabbitmq: $(STAMP)
 # if given, else pyenv's newest 3.13, python3.13 on PATH, pyenv's 3.12,
 # python3.12 on PATH; with none of them, the job says so and is skipped.
 PYENV_ROOT ?= /root/.pyenv
+# The newest Django with the oldest Celery and kombu supported: the main job has
+# the newest Celery with the oldest Django.
 COMPAT_DJANGO := Django>=6.1,<6.2
+COMPAT_CELERY := celery[redis]>=5.4,<5.5 kombu>=5.4,<5.5
 COMPAT_VENV := .venv-compat
 COMPAT_PY := $(COMPAT_VENV)/bin/python
 COMPAT_STAMP := $(COMPAT_VENV)/.installed
@@ -70,14 +73,14 @@ test-compat:
 	fi; \
 	py=$$("$$py" -c 'import sys; print(sys.executable)'); \
 	if [ "$$(cat $(COMPAT_VENV)/.interpreter 2>/dev/null)" != "$$py" ]; then rm -rf $(COMPAT_VENV); fi; \
-	echo "test-compat: $$("$$py" -V) ($$py) with $(COMPAT_DJANGO)"; \
+	echo "test-compat: $$("$$py" -V) ($$py) with $(COMPAT_DJANGO) $(COMPAT_CELERY)"; \
 	$(MAKE) --no-print-directory COMPAT_PYTHON="$$py" $(COMPAT_STAMP) && \
 	$(COMPAT_PY) -m devstack exec -- $(COMPAT_PY) -m pytest $(PYTEST_ARGS)
 
 $(COMPAT_STAMP): pyproject.toml
 	test -x $(COMPAT_PY) || $(COMPAT_PYTHON) -m venv $(COMPAT_VENV)
 	$(COMPAT_PY) -m pip install --quiet --upgrade pip
-	$(COMPAT_PY) -m pip install --quiet -e '.[dev]' '$(COMPAT_DJANGO)'
+	$(COMPAT_PY) -m pip install --quiet -e '.[dev]' '$(COMPAT_DJANGO)' $(foreach req,$(COMPAT_CELERY),'$(req)')
 	echo '$(COMPAT_PYTHON)' > $(COMPAT_VENV)/.interpreter
 	touch $(COMPAT_STAMP)
 

@@ -8,6 +8,7 @@ import random
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -103,34 +104,36 @@ def test_missing_secret_is_a_warning_in_debug():
         assert ids(check_settings()) == ["webhook_ingest.W001"]
 
 
-@pytest.fixture
-def celery_conf() -> Iterator[Any]:
-    """The project's Celery settings, restored after the test changes them."""
-    saved = {
-        key: celery_app.conf[key]
-        for key in ("broker_transport_options", "beat_schedule", "accept_content")
-    }
-    yield celery_app.conf
-    celery_app.conf.update(saved)
+@contextmanager
+def project_app(**conf: Any) -> Iterator[Celery]:
+    """A project's Celery app configured with `conf` and `configure_celery`, current meanwhile."""
+    app = Celery("project", set_as_current=False)
+    app.config_from_object(conf)
+    configure_celery(app)
+    app.set_current()
+    try:
+        yield app
+    finally:
+        celery_app.set_current()
 
 
-def test_any_retry_schedule_passes_on_redis_and_rabbitmq(celery_conf, monkeypatch):
+def test_any_retry_schedule_passes_on_redis_and_rabbitmq(monkeypatch):
     """Long retries wait in the database: no schedule depends on Redis' visibility
     timeout or RabbitMQ's consumer_timeout, so the default one (1 h delays) and a
     day-long one pass against both brokers' defaults."""
     for url in ("redis://127.0.0.1:6379/0", "amqp://guest:guest@127.0.0.1:5672//"):
         # Celery reads the broker URL from the environment before its own settings.
         monkeypatch.setenv("CELERY_BROKER_URL", url)
-        celery_conf.broker_transport_options = {}
         for schedule in (DEFAULTS["RETRY_SCHEDULE"], [60, 3600, 86400]):
-            with override_settings(STRIPE_WEBHOOKS={"RETRY_SCHEDULE": schedule}):
+            with project_app(), override_settings(STRIPE_WEBHOOKS={"RETRY_SCHEDULE": schedule}):
                 assert check_celery() == []
 
 
-def test_max_broker_delay_not_below_the_visibility_timeout_is_an_error(celery_conf):
-    celery_conf.broker_transport_options = {"visibility_timeout": 20}
-    with override_settings(STRIPE_WEBHOOKS={"MAX_BROKER_DELAY": 30}):
-        messages = check_celery()
+def test_max_broker_delay_not_below_the_visibility_timeout_is_an_error():
+    options = {"visibility_timeout": 20}
+    with project_app(broker_transport_options=options):
+        with override_settings(STRIPE_WEBHOOKS={"MAX_BROKER_DELAY": 30}):
+            messages = check_celery()
     assert ids(messages) == ["webhook_worker.E004"]
     assert "30s" in messages[0].msg and "20s" in messages[0].msg
 
@@ -153,16 +156,20 @@ def test_no_celery_app_for_the_project_is_an_error():
     assert "configure_celery" in messages[0].hint
 
 
-def test_sweeper_missing_from_beat_is_a_warning(celery_conf):
-    celery_conf.beat_schedule = {}
-    messages = check_celery()
+def test_sweeper_missing_from_beat_is_a_warning():
+    app = Celery("project", set_as_current=False)  # no configure_celery(app)
+    app.set_current()
+    try:
+        messages = check_celery()
+    finally:
+        celery_app.set_current()
     assert ids(messages) == ["webhook_worker.W002"]
     assert "webhook_worker.requeue_stale" in messages[0].msg
 
 
-def test_a_worker_that_refuses_json_is_an_error(celery_conf):
-    celery_conf.accept_content = ["pickle"]
-    assert ids(check_celery()) == ["webhook_worker.E003"]
+def test_a_worker_that_refuses_json_is_an_error():
+    with project_app(accept_content=["pickle"]):
+        assert ids(check_celery()) == ["webhook_worker.E003"]
 
 
 def test_an_in_process_broker_outside_debug_is_an_error(monkeypatch):
@@ -187,7 +194,7 @@ def test_configure_celery_changes_celerys_defaults_not_the_projects_settings():
     assert own.conf.get("CELERY_DB_REUSE_MAX") == 50
 
 
-def test_reference_project_settings_pass(celery_conf):
+def test_reference_project_settings_pass():
     with override_settings(STRIPE_WEBHOOKS={}):
         assert check_celery() == []
 
