@@ -69,8 +69,20 @@ def configure_celery(app: Celery, *, sweep_interval: float = SWEEP_INTERVAL) -> 
     )
 
 
+# Settings Celery reads on every publish. Held in the app's own settings, each
+# is one look-up, instead of one per spelling on django.conf.settings while it
+# is unset there. Their values are kept as they are.
+READ_ON_EVERY_PUBLISH = (
+    "task_default_queue",
+    "task_send_sent_event",
+    "broker_pool_acquire_timeout",
+)
+
+
 def _apply_defaults(sender: Celery, source: Any, **kwargs: Any) -> None:
     """Once the app has read its configuration: ours wherever it kept Celery's default."""
     for key, value in DEFAULTS.items():
         if source.get(key) == CELERY_DEFAULTS.get(key):
             source[key] = value
+    for key in READ_ON_EVERY_PUBLISH:
+        source[key] = source[key]

@@ -51,14 +51,19 @@ def enqueue(
     producer: Any = None,
 ) -> None:
     """Publish one `process_event` message; raises what the broker raised."""
-    options: dict[str, Any] = {"retry": True, "retry_policy": PUBLISH_RETRY_POLICY}
+    args, kwargs = (event_id,), task_kwargs(event_type, trigger)
+    options: dict[str, Any] = {
+        "retry": True,
+        "retry_policy": PUBLISH_RETRY_POLICY,
+        # What Flower shows; for these plain strings, what Celery would compute.
+        "argsrepr": repr(args),
+        "kwargsrepr": repr(kwargs),
+    }
     if countdown is not None:
         options["countdown"] = countdown
     if producer is not None:
         options["producer"] = producer
-    current_app.tasks[PROCESS_EVENT].apply_async(
-        args=(event_id,), kwargs=task_kwargs(event_type, trigger), **options
-    )
+    current_app.tasks[PROCESS_EVENT].apply_async(args=args, kwargs=kwargs, **options)
 
 
 def enqueue_or_mark(
