@@ -12,13 +12,13 @@
     from webhook_worker.celery import configure_celery
     configure_celery(app)
 
-`configure_celery` schedules the sweeper in beat and changes two of Celery's
-defaults (below). What at-least-once delivery needs is carried by the task
-itself, whatever the settings say: late acknowledgement, requeue when its
-worker process dies, JSON, no result. The system checks
-(`webhook_worker.E001`...) report the settings that would still lose or
-strand events. Nothing here depends on the broker: Redis and RabbitMQ are
-configured alike.
+`configure_celery` schedules the sweeper in beat, changes two of Celery's
+defaults (below), and on a `redis://` broker selects kombu's Redis transport
+with the one guard of webhook_worker/redis_transport.py. What at-least-once
+delivery needs is carried by the task itself, whatever the settings say:
+late acknowledgement, requeue when its worker process dies, JSON, no result.
+The system checks (`webhook_worker.E001`...) report the settings that would
+still lose or strand events.
 """
 
 from __future__ import annotations
@@ -79,6 +79,11 @@ READ_ON_EVERY_PUBLISH = (
 )
 
 
+# For redis:// brokers only, unless the project names a transport itself: a
+# worker that survives a broker restart (webhook_worker/redis_transport.py).
+REDIS_TRANSPORT = "webhook_worker.redis_transport:Transport"
+
+
 def _apply_defaults(sender: Celery, source: Any, **kwargs: Any) -> None:
     """Once the app has read its configuration: ours wherever it kept Celery's default."""
     for key, value in DEFAULTS.items():
@@ -86,3 +91,5 @@ def _apply_defaults(sender: Celery, source: Any, **kwargs: Any) -> None:
             source[key] = value
     for key in READ_ON_EVERY_PUBLISH:
         source[key] = source[key]
+    if not source.broker_transport and str(source.broker_url or "").startswith("redis://"):
+        source["broker_transport"] = REDIS_TRANSPORT
