@@ -53,6 +53,15 @@ LOCK_KEY = f"{LOCK_NAMESPACE}::int4, hashtext(%(event_id)s::text)"
 LOCK_SQL = f"SELECT pg_advisory_lock({LOCK_KEY})"
 UNLOCK_SQL = f"SELECT pg_advisory_unlock({LOCK_KEY})"
 
+# With ORDERING: an object's lock ("WHK2" and the hash of its id), held by
+# the session running an attempt at one of its events.
+OBJECT_LOCK_KEY = f"{0x57484B32}::int4, hashtext(%(object_id)s::text)"
+OBJECT_LOCK_SQL = f"SELECT pg_advisory_lock({OBJECT_LOCK_KEY})"
+OBJECT_UNLOCK_SQL = f"SELECT pg_advisory_unlock({OBJECT_LOCK_KEY})"
+# With DEDUPLICATE_TWINS: a snapshot event and its thin twin ("WHK3" and the
+# hash of the snapshot event's id), held by the transaction running handlers.
+TWIN_LOCK_SQL = f"SELECT pg_advisory_xact_lock({0x57484B33}::int4, hashtext(%(event_id)s::text))"
+
 
 def lock_free_sql() -> str:
     """SQL true when no session holds the advisory lock of the event row at hand.
@@ -106,6 +115,7 @@ def claim_sql() -> str:
         for name in (
             "event", "number", "trigger", "outcome", "started_at",
             "error_class", "error_message", "traceback", "worker", "task_id",
+            "skipped", "note",
         )
     )  # fmt: skip
     return f"""
@@ -122,6 +132,7 @@ def claim_sql() -> str:
                     THEN {e("attempts")} ELSE {e("attempts")} + 1 END,
                 {_col(E, "due_at")} = %(now)s,
                 {_col(E, "scheduled")} = false,
+                {_col(E, "waiting_for")} = '',
                 {_col(E, "last_error")} = CASE WHEN {exhausted}
                     THEN %(lost_error)s ELSE {e("last_error")} END
             WHERE (SELECT held FROM lock) AND {e("id")} = %(event_id)s
@@ -141,7 +152,7 @@ def claim_sql() -> str:
         new_attempt AS (
             INSERT INTO {_table(A)} ({attempt_columns})
             SELECT {claimed_id}, {claimed_attempts}, %(trigger)s, '{RUNNING}', %(now)s,
-                   '', '', '', %(worker)s, %(task_id)s
+                   '', '', '', %(worker)s, %(task_id)s, '', ''
             FROM claimed WHERE claimed.{_col(E, "status")} = '{PROCESSING}'
             RETURNING {_col(A, "id")}
         )
@@ -152,7 +163,11 @@ def claim_sql() -> str:
 
 @cache
 def finish_sql() -> str:
-    """Mark the event `succeeded` and its attempt with it, if current; release the lock.
+    """Mark the event `succeeded` and its attempt `%(outcome)s`, if current; release the lock.
+
+    The attempt's outcome is `succeeded`, or the reason no handler ran
+    (`superseded`, `twin`); `%(skipped)s` and `%(note)s` say which handlers
+    were skipped and why.
 
     Returns how many attempts it marked: 1 when the attempt is still the
     event's current one, 0 when another attempt took the event over (the
@@ -176,9 +191,11 @@ def finish_sql() -> str:
         ),
         finished AS (
             UPDATE {_table(A)} SET
-                {_col(A, "outcome")} = '{_Outcome.SUCCEEDED.value}',
+                {_col(A, "outcome")} = %(outcome)s,
                 {_col(A, "finished_at")} = %(now)s,
-                {_col(A, "duration_ms")} = %(duration_ms)s
+                {_col(A, "duration_ms")} = %(duration_ms)s,
+                {_col(A, "skipped")} = %(skipped)s,
+                {_col(A, "note")} = %(note)s
             WHERE {_col(A, "id")} = %(attempt_id)s AND EXISTS (SELECT 1 FROM done)
             RETURNING 1
         )

@@ -1,0 +1,188 @@
+"""`ORDERING = "object"`: events about one object, one at a time, in the order Stripe created them.
+
+Before an attempt at an event with an object id (`data.object.id`, or a thin
+event's `related_object.id`) on an endpoint with ordering on, the worker:
+
+1. takes the object's advisory lock (session-level, waiting up to
+   LOCK_WAIT_SECONDS; if another attempt on the object still runs, the
+   message comes back BUSY_DELAY later). Two attempts for one object never
+   overlap.
+2. looks for an earlier unfinished event of the object: created before it,
+   or in the same instant with a smaller event id (Stripe's `created` has
+   one-second resolution for snapshot events; the id breaks ties). If there
+   is one, the event waits: it stays unfinished with `waiting_for` set and a
+   due time, and no attempt is used up.
+
+The bound: a failing event holds its object's later events for at most
+`ORDERING_MAX_WAIT` seconds after it was received. Once it is `retrying`
+and older than that, later events run without it (in their own order), and
+the attempt's note names the event overtaken; when its retry comes, it is
+superseded (`event.is_superseded`), which handlers registered with
+`skip_superseded=True` heed. An earlier event that is pending or processing
+holds later ones until its attempt ends; if its message or its worker was
+lost, the sweeper runs it again after REQUEUE_AFTER.
+
+When an attempt ends, the first waiting event of the object (in `created`
+order) is published at once: the next in line does not wait for its due
+time. A wait longer than MAX_BROKER_DELAY is kept in the database, and the
+sweeper publishes it when due, as it does for retries.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.db import DatabaseError, OperationalError
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.backends.utils import CursorWrapper
+from django.db.models import Q
+from django.utils import timezone
+
+from webhook_ingest.conf import webhook_settings
+from webhook_ingest.models import WebhookEvent
+
+from .enqueue import enqueue_or_mark
+from .models import WebhookAttempt
+from .attempt_sql import OBJECT_LOCK_SQL, OBJECT_UNLOCK_SQL
+
+logger = logging.getLogger(__name__)
+
+Status = WebhookEvent.Status
+ORDER = WebhookAttempt.Trigger.ORDER
+
+# How long an attempt waits for another attempt on its object to finish.
+LOCK_WAIT_SECONDS = 3.0
+# Then its message comes back this much later.
+BUSY_DELAY = 1.0
+# A waiting event's message is published again at least this long after it.
+MIN_RECHECK = 5.0
+# Earlier unfinished events of one object looked at: the first that holds is what matters.
+EARLIER_LIMIT = 100
+
+
+@dataclass(frozen=True)
+class Wait:
+    """The event was not run: it waits for its turn."""
+
+    detail: str
+
+
+class Turn:
+    """An attempt's hold on its object: the lock, and who is next when it is released."""
+
+    def __init__(self, connection: BaseDatabaseWrapper, object_id: str, note: str = "") -> None:
+        self.connection = connection
+        self.object_id = object_id
+        # Set when the event runs ahead of an earlier one whose wait ran out.
+        self.note = note
+
+    def release(self) -> None:
+        """Release the object's lock, then publish the first event of the object still waiting."""
+        try:
+            with self.connection.cursor() as cursor:
+                cursor.execute(OBJECT_UNLOCK_SQL, {"object_id": self.object_id})
+            woken = wake_next(self.object_id)
+        except DatabaseError:
+            # The session is gone, and its lock with it; the waiting events
+            # run when due (the sweeper publishes them).
+            logger.warning("could not hand %s over to its next event", self.object_id)
+            return
+        if woken is not None:
+            enqueue_or_mark(*woken, trigger=ORDER)
+
+
+def take_turn(connection: BaseDatabaseWrapper, event_id: str) -> Turn | Wait | None:
+    """Hold the event's object for an attempt; a Wait if it is not its turn; None if unordered."""
+    event = (
+        WebhookEvent.objects.filter(pk=event_id, status__in=WebhookEvent.UNFINISHED)
+        .exclude(object_id="")
+        .values_list("object_id", "created", "endpoint", "type")
+        .first()
+    )
+    if event is None:
+        return None
+    object_id, created, endpoint_name, event_type = event
+    if webhook_settings.endpoint_or_defaults(endpoint_name).ordering is None:
+        return None
+    with connection.cursor() as cursor:
+        if not _lock(cursor, object_id):
+            enqueue_or_mark(event_id, event_type, trigger=ORDER, countdown=BUSY_DELAY)
+            return Wait(f"another attempt on {object_id} is running; back in {BUSY_DELAY:g}s")
+    now = timezone.now()
+    hold = timedelta(seconds=webhook_settings.ORDERING_MAX_WAIT)
+    earlier = _earlier_unfinished(event_id, object_id, created)
+    holding = [e for e in earlier if e.status != Status.RETRYING or now < e.received_at + hold]
+    if not holding:
+        note = ""
+        if earlier:
+            note = (
+                f"ran before the earlier {earlier[0].pk}, still failing "
+                f"ORDERING_MAX_WAIT ({hold.total_seconds():g}s) after it was received"
+            )
+            logger.warning("event %s %s", event_id, note)
+        return Turn(connection, object_id, note)
+    with connection.cursor() as cursor:
+        cursor.execute(OBJECT_UNLOCK_SQL, {"object_id": object_id})
+    blocker = holding[0]
+    # A failing event stops holding once its time is up; any other is
+    # expected to end soon (its attempt's end publishes this one).
+    until = blocker.received_at + hold if blocker.status == Status.RETRYING else now + hold
+    _wait(event_id, event_type, blocker.pk, now, until)
+    return Wait(f"waits for the earlier {blocker.pk} about {object_id}")
+
+
+def _lock(cursor: CursorWrapper, object_id: str) -> bool:
+    """Take the object's lock, waiting up to LOCK_WAIT_SECONDS; False if it stayed busy."""
+    cursor.execute(
+        "SELECT set_config('lock_timeout', %s, false)", [f"{int(LOCK_WAIT_SECONDS * 1000)}ms"]
+    )
+    try:
+        cursor.execute(OBJECT_LOCK_SQL, {"object_id": object_id})
+    except OperationalError:
+        return False
+    finally:
+        cursor.execute("SELECT set_config('lock_timeout', '0', false)")
+    return True
+
+
+def _earlier_unfinished(event_id: str, object_id: str, created: datetime) -> list[WebhookEvent]:
+    """The unfinished events of the object that come before this one, in order."""
+    return list(
+        WebhookEvent.objects.filter(object_id=object_id, status__in=WebhookEvent.UNFINISHED)
+        .filter(Q(created__lt=created) | Q(created=created, pk__lt=event_id))
+        .order_by("created", "pk")
+        .only("pk", "status", "received_at")[:EARLIER_LIMIT]
+    )
+
+
+def _wait(event_id: str, event_type: str, earlier: str, now: datetime, until: datetime) -> None:
+    """Leave the event waiting until `until` (or until the object's next attempt ends)."""
+    due = max(until, now + timedelta(seconds=MIN_RECHECK))
+    delay = (due - now).total_seconds()
+    in_database = delay > webhook_settings.MAX_BROKER_DELAY
+    WebhookEvent.objects.filter(pk=event_id, status__in=(Status.PENDING, Status.RETRYING)).update(
+        due_at=due, scheduled=in_database, waiting_for=earlier
+    )
+    if not in_database:
+        enqueue_or_mark(event_id, event_type, trigger=ORDER, countdown=delay)
+
+
+def wake_next(object_id: str) -> tuple[str, str] | None:
+    """Make the first waiting event of the object due now; its (id, type), to publish."""
+    waiting = (
+        WebhookEvent.objects.filter(
+            object_id=object_id, status__in=(Status.PENDING, Status.RETRYING)
+        )
+        .exclude(waiting_for="")
+        .order_by("created", "pk")
+        .values_list("pk", "type")
+        .first()
+    )
+    if waiting is None:
+        return None
+    WebhookEvent.objects.filter(pk=waiting[0]).exclude(waiting_for="").update(
+        due_at=timezone.now(), scheduled=False
+    )
+    return waiting
