@@ -184,8 +184,8 @@ def test_configure_celery_changes_celerys_defaults_not_the_projects_settings():
     configure_celery(app, sweep_interval=30)
     assert app.conf.worker_prefetch_multiplier == 1
     assert app.conf.get("CELERY_DB_REUSE_MAX") == 1000
-    [entry] = app.conf.beat_schedule.values()
-    assert (entry["task"], entry["schedule"]) == ("webhook_worker.requeue_stale", 30)
+    schedule = {e["task"]: e["schedule"] for e in app.conf.beat_schedule.values()}
+    assert schedule == {"webhook_worker.requeue_stale": 30, "webhook_worker.reconcile": 60}
 
     own = Celery("example", set_as_current=False)
     own.config_from_object({"worker_prefetch_multiplier": 8, "CELERY_DB_REUSE_MAX": 50})
