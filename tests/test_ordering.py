@@ -179,9 +179,12 @@ def test_ordering_applies_one_objects_events_one_at_a_time_in_created_order(
     assert all(
         end <= next_start for (_, end), (next_start, _) in zip(spans, spans[1:], strict=False)
     )
+    triggers = set()
     for event_id in ids:  # waiting used no attempt, and nothing was skipped
         [attempt] = attempts(event_id)
         assert attempt.outcome == "succeeded" and attempt.skipped == ""
+        triggers.add(attempt.trigger)
+    assert "order" in triggers  # the later ones waited, and ran when their turn came
 
 
 @pytest.mark.django_db(transaction=True)

@@ -3,19 +3,27 @@ byte-exact, de-duplicated, routed by type, and fetching through the stand-in for
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
 import pytest
 from django.test.utils import override_settings
 
+from config.celery_app import app as celery_app
 from tests.testapp.models import SideEffect
 from webhook_ingest.conf import webhook_settings
 from webhook_ingest.exceptions import MissingApiKey
 from webhook_ingest.models import WebhookEvent
+from webhook_ingest.parsing import parse_event, type_prefixes
 from webhook_ingest.thin import parse_thin_event
+from webhook_worker.celery import PROCESS_EVENT
+from webhook_worker.enqueue import task_kwargs
+from webhook_worker.events_api import Filters
+from webhook_worker.models import WebhookAttempt
 from webhook_worker.stripe_events import build_thin_event, encode_event
 from webhook_worker.testing import run_handlers
 
+from . import faults
 from .constants import API_KEY, SECRET, THIN_SECRET
 from .helpers import handler_calls, make_event, post_signed, wait_for_status
 from .test_ingest import assert_rejected
@@ -241,3 +249,101 @@ def test_with_deduplicate_twins_a_thin_twin_and_its_snapshot_run_handlers_once(h
     assert (attempt.outcome, attempt.skipped) == ("twin", "twin")
     assert snapshot["id"] in attempt.note
     assert handler_calls(handler_log, thin["id"]) == []
+
+
+# --- without a server (make test-fast) ----------------------------------------
+
+
+def test_a_thin_payload_gives_its_columns():
+    event = build_thin_event(
+        "v1.customer.updated", created=1767225600.5, object_id="cus_Cols", snapshot_event="evt_S1"
+    )
+    parsed = parse_thin_event(event)
+    assert (parsed.style, parsed.type, parsed.object_id, parsed.snapshot_event) == (
+        "thin",
+        "v1.customer.updated",
+        "cus_Cols",
+        "evt_S1",
+    )
+    assert parsed.created == datetime(2026, 1, 1, 0, 0, 0, 500000, tzinfo=UTC)
+    assert parsed.account is None and parsed.api_version is None
+
+
+@pytest.mark.parametrize(
+    "event_type, prefixes",
+    [
+        ("invoice.paid", ["invoice", "invoice.paid"]),
+        (
+            "v2.core.account[configuration.merchant].updated",
+            [
+                "v2",
+                "v2.core",
+                "v2.core.account",
+                "v2.core.account[configuration.merchant]",
+                "v2.core.account[configuration.merchant].updated",
+            ],
+        ),
+    ],
+)
+def test_a_types_prefixes_are_its_dotted_segments(event_type, prefixes):
+    assert type_prefixes(event_type) == prefixes
+
+
+def test_the_backfills_type_filter_is_a_dotted_prefix():
+    invoice = Filters(thin=False, type_prefix="invoice")
+    assert invoice.matches({"type": "invoice.paid"})
+    assert not invoice.matches({"type": "invoiceitem.created"})
+    account = Filters(thin=True, type_prefix="v2.core.account")
+    assert account.matches({"type": "v2.core.account[identity].updated"})
+    assert not account.matches({"type": "v2.core.account_link.returned"})
+
+
+@pytest.fixture(scope="module")
+def twins_lane(stack_env, log_dir):
+    """Two worker processes with DEDUPLICATE_TWINS on."""
+    overrides = json.dumps({"DEDUPLICATE_TWINS": True})
+    lane = faults.make_lane(stack_env, log_dir, WEBHOOKS_TEST_OVERRIDES=overrides)
+    lane.worker(concurrency=2)
+    yield lane
+    lane.stop()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_twins_published_at_once_run_handlers_once_between_them(
+    twins_lane, stripe_api, handler_log
+):
+    pairs = []
+    for n in range(6):
+        customer = {**CUSTOMER, "id": f"cus_Twin{n:08d}"}
+        snapshot = make_event("customer.updated", data_object=customer)
+        related = {
+            "id": customer["id"],
+            "type": "customer",
+            "url": f"/v1/customers/{customer['id']}",
+        }
+        stripe_api.objects[related["url"]] = customer
+        thin = build_thin_event(
+            "v1.customer.updated", related_object=related, snapshot_event=snapshot["id"]
+        )
+        for event, endpoint in ((snapshot, "default"), (thin, "thin")):
+            body = encode_event(event)
+            parsed = parse_thin_event(event) if endpoint == "thin" else parse_event(body)
+            WebhookEvent.objects.record(parsed, body, endpoint)
+        pairs.append((snapshot, thin))
+    for snapshot, thin in pairs:  # each pair at once, to two worker processes
+        for event in (thin, snapshot) if len(pairs) % 2 else (snapshot, thin):
+            celery_app.send_task(
+                PROCESS_EVENT,
+                args=(event["id"],),
+                kwargs=task_kwargs(event["type"], "delivery"),
+                queue=twins_lane.queue,
+            )
+    ids = [e["id"] for pair in pairs for e in pair]
+    faults.wait_all_succeeded(ids, timeout=60, lane=twins_lane)
+
+    for snapshot, thin in pairs:
+        ran = [e["id"] for e in (snapshot, thin) if handler_calls(handler_log, e["id"])]
+        assert len(ran) == 1, (snapshot["id"], thin["id"])
+        [skipped] = [e["id"] for e in (snapshot, thin) if e["id"] not in ran]
+        attempt = WebhookAttempt.objects.get(event_id=skipped)
+        assert attempt.outcome == "twin" and ran[0] in attempt.note
