@@ -55,7 +55,8 @@ UNLOCK_SQL = f"SELECT pg_advisory_unlock({LOCK_KEY})"
 
 # With ORDERING: an object's lock ("WHK2" and the hash of its id), held by
 # the session running an attempt at one of its events.
-OBJECT_LOCK_KEY = f"{0x57484B32}::int4, hashtext(%(object_id)s::text)"
+OBJECT_NAMESPACE = 0x57484B32
+OBJECT_LOCK_KEY = f"{OBJECT_NAMESPACE}::int4, hashtext(%(object_id)s::text)"
 OBJECT_LOCK_SQL = f"SELECT pg_advisory_lock({OBJECT_LOCK_KEY})"
 OBJECT_UNLOCK_SQL = f"SELECT pg_advisory_unlock({OBJECT_LOCK_KEY})"
 # With DEDUPLICATE_TWINS: a snapshot event and its thin twin ("WHK3" and the
@@ -202,4 +203,53 @@ def finish_sql() -> str:
         -- The aggregate reads every row of `finished` before the unlock runs.
         SELECT marked.n, pg_advisory_unlock({LOCK_KEY})
         FROM (SELECT count(*) AS n FROM finished) AS marked
+    """
+
+
+@cache
+def take_object_sql() -> str:
+    """Read an ordered event's object and try its lock, in one statement.
+
+    One row for an unfinished event with an object id on one of
+    `%(endpoints)s` (those with ordering on): object id, created, type, and
+    whether this session now holds the object's lock; no row otherwise.
+    """
+    E = WebhookEvent
+    return f"""
+        SELECT {_col(E, "object_id")}, {_col(E, "created")}, {_col(E, "type")},
+               pg_try_advisory_lock({OBJECT_NAMESPACE}::int4, hashtext({_col(E, "object_id")}))
+        FROM {_table(E)}
+        WHERE {_col(E, "id")} = %(event_id)s
+          AND {_col(E, "status")} IN ('{PENDING}', '{PROCESSING}', '{RETRYING}')
+          AND {_col(E, "object_id")} <> ''
+          AND {_col(E, "endpoint")} = ANY(%(endpoints)s)
+    """
+
+
+@cache
+def release_object_sql() -> str:
+    """Make the object's first waiting event due now, and release the object's lock.
+
+    Returns one row: the woken event's id and type (NULL if none waits), and
+    whether the lock was held.
+    """
+    E = WebhookEvent
+    return f"""
+        WITH next AS (
+            SELECT {_col(E, "id")} AS id FROM {_table(E)}
+            WHERE {_col(E, "object_id")} = %(object_id)s
+              AND {_col(E, "waiting_for")} <> ''
+              AND {_col(E, "status")} IN ('{PENDING}', '{RETRYING}')
+            ORDER BY {_col(E, "created")}, {_col(E, "id")}
+            LIMIT 1
+        ),
+        woken AS (
+            UPDATE {_table(E)} AS e SET
+                {_col(E, "due_at")} = %(now)s,
+                {_col(E, "scheduled")} = false
+            FROM next WHERE e.{_col(E, "id")} = next.id
+            RETURNING e.{_col(E, "id")} AS id, e.{_col(E, "type")} AS type
+        )
+        SELECT (SELECT id FROM woken), (SELECT type FROM woken),
+               pg_advisory_unlock({OBJECT_LOCK_KEY})
     """

@@ -43,9 +43,9 @@ from django.utils import timezone
 from webhook_ingest.conf import webhook_settings
 from webhook_ingest.models import WebhookEvent
 
+from . import attempt_sql
 from .enqueue import enqueue_or_mark
 from .models import WebhookAttempt
-from .attempt_sql import OBJECT_LOCK_SQL, OBJECT_UNLOCK_SQL
 
 logger = logging.getLogger(__name__)
 
@@ -79,35 +79,34 @@ class Turn:
         self.note = note
 
     def release(self) -> None:
-        """Release the object's lock, then publish the first event of the object still waiting."""
+        """Make the first event of the object still waiting due, release the lock, publish it."""
         try:
             with self.connection.cursor() as cursor:
-                cursor.execute(OBJECT_UNLOCK_SQL, {"object_id": self.object_id})
-            woken = wake_next(self.object_id)
+                cursor.execute(
+                    attempt_sql.release_object_sql(),
+                    {"object_id": self.object_id, "now": timezone.now()},
+                )
+                woken_id, woken_type, _ = cursor.fetchone()
         except DatabaseError:
             # The session is gone, and its lock with it; the waiting events
             # run when due (the sweeper publishes them).
             logger.warning("could not hand %s over to its next event", self.object_id)
             return
-        if woken is not None:
-            enqueue_or_mark(*woken, trigger=ORDER)
+        if woken_id is not None:
+            enqueue_or_mark(woken_id, woken_type, trigger=ORDER)
 
 
 def take_turn(connection: BaseDatabaseWrapper, event_id: str) -> Turn | Wait | None:
     """Hold the event's object for an attempt; a Wait if it is not its turn; None if unordered."""
-    event = (
-        WebhookEvent.objects.filter(pk=event_id, status__in=WebhookEvent.UNFINISHED)
-        .exclude(object_id="")
-        .values_list("object_id", "created", "endpoint", "type")
-        .first()
-    )
-    if event is None:
-        return None
-    object_id, created, endpoint_name, event_type = event
-    if webhook_settings.endpoint_or_defaults(endpoint_name).ordering is None:
-        return None
+    # Events of an endpoint no longer configured are not ordered.
+    ordered = [e.name for e in webhook_settings.ENDPOINTS.values() if e.ordering is not None]
     with connection.cursor() as cursor:
-        if not _lock(cursor, object_id):
+        cursor.execute(attempt_sql.take_object_sql(), {"event_id": event_id, "endpoints": ordered})
+        row = cursor.fetchone()
+        if row is None:
+            return None
+        object_id, created, event_type, locked = row
+        if not locked and not _wait_for_lock(cursor, object_id):
             enqueue_or_mark(event_id, event_type, trigger=ORDER, countdown=BUSY_DELAY)
             return Wait(f"another attempt on {object_id} is running; back in {BUSY_DELAY:g}s")
     now = timezone.now()
@@ -123,23 +122,27 @@ def take_turn(connection: BaseDatabaseWrapper, event_id: str) -> Turn | Wait | N
             )
             logger.warning("event %s %s", event_id, note)
         return Turn(connection, object_id, note)
-    with connection.cursor() as cursor:
-        cursor.execute(OBJECT_UNLOCK_SQL, {"object_id": object_id})
     blocker = holding[0]
     # A failing event stops holding once its time is up; any other is
     # expected to end soon (its attempt's end publishes this one).
     until = blocker.received_at + hold if blocker.status == Status.RETRYING else now + hold
-    _wait(event_id, event_type, blocker.pk, now, until)
+    # Marked waiting while the lock is held, then released: an attempt that
+    # ends after this finds it and publishes it.
+    publish_in = _wait(event_id, blocker.pk, now, until)
+    with connection.cursor() as cursor:
+        cursor.execute(attempt_sql.OBJECT_UNLOCK_SQL, {"object_id": object_id})
+    if publish_in is not None:
+        enqueue_or_mark(event_id, event_type, trigger=ORDER, countdown=publish_in)
     return Wait(f"waits for the earlier {blocker.pk} about {object_id}")
 
 
-def _lock(cursor: CursorWrapper, object_id: str) -> bool:
-    """Take the object's lock, waiting up to LOCK_WAIT_SECONDS; False if it stayed busy."""
+def _wait_for_lock(cursor: CursorWrapper, object_id: str) -> bool:
+    """Wait up to LOCK_WAIT_SECONDS for another attempt on the object to end; False if busy."""
     cursor.execute(
         "SELECT set_config('lock_timeout', %s, false)", [f"{int(LOCK_WAIT_SECONDS * 1000)}ms"]
     )
     try:
-        cursor.execute(OBJECT_LOCK_SQL, {"object_id": object_id})
+        cursor.execute(attempt_sql.OBJECT_LOCK_SQL, {"object_id": object_id})
     except OperationalError:
         return False
     finally:
@@ -157,32 +160,16 @@ def _earlier_unfinished(event_id: str, object_id: str, created: datetime) -> lis
     )
 
 
-def _wait(event_id: str, event_type: str, earlier: str, now: datetime, until: datetime) -> None:
-    """Leave the event waiting until `until` (or until the object's next attempt ends)."""
+def _wait(event_id: str, earlier: str, now: datetime, until: datetime) -> float | None:
+    """Leave the event waiting until `until` (or until the object's next attempt ends).
+
+    Returns the countdown to publish it with, or None when the wait is kept in
+    the database for the sweeper (longer than MAX_BROKER_DELAY).
+    """
     due = max(until, now + timedelta(seconds=MIN_RECHECK))
     delay = (due - now).total_seconds()
     in_database = delay > webhook_settings.MAX_BROKER_DELAY
     WebhookEvent.objects.filter(pk=event_id, status__in=(Status.PENDING, Status.RETRYING)).update(
         due_at=due, scheduled=in_database, waiting_for=earlier
     )
-    if not in_database:
-        enqueue_or_mark(event_id, event_type, trigger=ORDER, countdown=delay)
-
-
-def wake_next(object_id: str) -> tuple[str, str] | None:
-    """Make the first waiting event of the object due now; its (id, type), to publish."""
-    waiting = (
-        WebhookEvent.objects.filter(
-            object_id=object_id, status__in=(Status.PENDING, Status.RETRYING)
-        )
-        .exclude(waiting_for="")
-        .order_by("created", "pk")
-        .values_list("pk", "type")
-        .first()
-    )
-    if waiting is None:
-        return None
-    WebhookEvent.objects.filter(pk=waiting[0]).exclude(waiting_for="").update(
-        due_at=timezone.now(), scheduled=False
-    )
-    return waiting
+    return None if in_database else delay
