@@ -25,9 +25,20 @@ from webhook_worker.models import EventScan, WebhookAttempt
 from webhook_worker.stripe_events import build_thin_event
 
 from .constants import THIN_SECRET
-from .helpers import make_event, post_signed, wait_for_status
+from .helpers import make_event, post_signed, wait_for_status, wait_until
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("worker")]
+
+
+@pytest.fixture(autouse=True)
+def processed_before_teardown():
+    """What a test recorded is processed before the tables are emptied for the next one."""
+    yield
+    wait_until(
+        lambda: not WebhookEvent.objects.filter(status__in=WebhookEvent.UNFINISHED).exists(),
+        timeout=60,
+        message="the recorded events to be processed",
+    )
 
 
 def backfill(*args: str) -> str:
@@ -53,7 +64,6 @@ def outage(client, stripe_api, count: int = 12, down: range = range(4, 8)) -> li
     return events
 
 
-@pytest.mark.usefixtures("worker")
 def test_backfill_records_each_missed_event_once_and_leaves_delivered_ones_alone(
     client, stripe_api
 ):
