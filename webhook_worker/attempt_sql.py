@@ -36,11 +36,13 @@ def _quote(name: str) -> str:
     return connections[WebhookEvent.objects.db_for_write()].ops.quote_name(name)
 
 
-def _table(model: type[Model]) -> str:
+def table(model: type[Model]) -> str:
+    """The quoted table name of `model`."""
     return _quote(model._meta.db_table)
 
 
-def _col(model: type[Model], name: str) -> str:
+def column(model: type[Model], name: str) -> str:
+    """The quoted column name of `model`'s field `name`."""
     field = model._meta.get_field(name)
     return _quote(field.column)  # type: ignore[union-attr,arg-type]
 
@@ -53,12 +55,6 @@ LOCK_KEY = f"{LOCK_NAMESPACE}::int4, hashtext(%(event_id)s::text)"
 LOCK_SQL = f"SELECT pg_advisory_lock({LOCK_KEY})"
 UNLOCK_SQL = f"SELECT pg_advisory_unlock({LOCK_KEY})"
 
-# With ORDERING: an object's lock ("WHK2" and the hash of its id), held by
-# the session running an attempt at one of its events.
-OBJECT_NAMESPACE = 0x57484B32
-OBJECT_LOCK_KEY = f"{OBJECT_NAMESPACE}::int4, hashtext(%(object_id)s::text)"
-OBJECT_LOCK_SQL = f"SELECT pg_advisory_lock({OBJECT_LOCK_KEY})"
-OBJECT_UNLOCK_SQL = f"SELECT pg_advisory_unlock({OBJECT_LOCK_KEY})"
 # With DEDUPLICATE_TWINS: a snapshot event and its thin twin ("WHK3" and the
 # hash of the snapshot event's id), held by the transaction running handlers.
 TWIN_LOCK_SQL = f"SELECT pg_advisory_xact_lock({0x57484B33}::int4, hashtext(%(event_id)s::text))"
@@ -69,7 +65,7 @@ def lock_free_sql() -> str:
 
     The same key as LOCK_KEY, as `pg_locks` shows a two-int4-key advisory lock.
     """
-    id_column = f"{_table(WebhookEvent)}.{_col(WebhookEvent, 'id')}"
+    id_column = f"{table(WebhookEvent)}.{column(WebhookEvent, 'id')}"
     return (
         "NOT EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' "
         f"AND l.classid = {LOCK_NAMESPACE} AND l.objsubid = 2 "
@@ -107,12 +103,12 @@ def claim_sql() -> str:
     re-read by the UPDATE (READ COMMITTED), so a finished attempt is seen.
     """
     E, A = WebhookEvent, WebhookAttempt
-    e = lambda name: f"e.{_col(E, name)}"  # noqa: E731
+    e = lambda name: f"e.{column(E, name)}"  # noqa: E731
     exhausted = f"({e('status')} = '{PROCESSING}' AND {e('attempts')} >= %(max_attempts)s)"
-    returning = ", ".join(f"e.{_col(E, f.name)}" for f in E._meta.concrete_fields)
-    claimed_id, claimed_attempts = "claimed." + _col(E, "id"), "claimed." + _col(E, "attempts")
+    returning = ", ".join(f"e.{column(E, f.name)}" for f in E._meta.concrete_fields)
+    claimed_id, claimed_attempts = "claimed." + column(E, "id"), "claimed." + column(E, "attempts")
     attempt_columns = ", ".join(
-        _col(A, name)
+        column(A, name)
         for name in (
             "event", "number", "trigger", "outcome", "started_at",
             "error_class", "error_message", "traceback", "worker", "task_id",
@@ -126,15 +122,15 @@ def claim_sql() -> str:
                        THEN set_config('synchronous_commit', 'off', true) END AS async_commit
         ),
         claimed AS (
-            UPDATE {_table(E)} AS e SET
-                {_col(E, "status")} = CASE WHEN {exhausted}
+            UPDATE {table(E)} AS e SET
+                {column(E, "status")} = CASE WHEN {exhausted}
                     THEN '{FAILED}' ELSE '{PROCESSING}' END,
-                {_col(E, "attempts")} = CASE WHEN {exhausted}
+                {column(E, "attempts")} = CASE WHEN {exhausted}
                     THEN {e("attempts")} ELSE {e("attempts")} + 1 END,
-                {_col(E, "due_at")} = %(now)s,
-                {_col(E, "scheduled")} = false,
-                {_col(E, "waiting_for")} = '',
-                {_col(E, "last_error")} = CASE WHEN {exhausted}
+                {column(E, "due_at")} = %(now)s,
+                {column(E, "scheduled")} = false,
+                {column(E, "waiting_for")} = '',
+                {column(E, "last_error")} = CASE WHEN {exhausted}
                     THEN %(lost_error)s ELSE {e("last_error")} END
             WHERE (SELECT held FROM lock) AND {e("id")} = %(event_id)s
               AND {e("status")} IN ('{PENDING}', '{RETRYING}', '{PROCESSING}')
@@ -142,22 +138,22 @@ def claim_sql() -> str:
             RETURNING {returning}
         ),
         lost AS (
-            UPDATE {_table(A)} AS a SET
-                {_col(A, "outcome")} = '{LOST}',
-                {_col(A, "finished_at")} = %(now)s,
-                {_col(A, "error_class")} = %(lost_class)s,
-                {_col(A, "error_message")} = %(lost_message)s
+            UPDATE {table(A)} AS a SET
+                {column(A, "outcome")} = '{LOST}',
+                {column(A, "finished_at")} = %(now)s,
+                {column(A, "error_class")} = %(lost_class)s,
+                {column(A, "error_message")} = %(lost_message)s
             FROM claimed
-            WHERE a.{_col(A, "event")} = {claimed_id} AND a.{_col(A, "outcome")} = '{RUNNING}'
+            WHERE a.{column(A, "event")} = {claimed_id} AND a.{column(A, "outcome")} = '{RUNNING}'
         ),
         new_attempt AS (
-            INSERT INTO {_table(A)} ({attempt_columns})
+            INSERT INTO {table(A)} ({attempt_columns})
             SELECT {claimed_id}, {claimed_attempts}, %(trigger)s, '{RUNNING}', %(now)s,
                    '', '', '', %(worker)s, %(task_id)s, '', ''
-            FROM claimed WHERE claimed.{_col(E, "status")} = '{PROCESSING}'
-            RETURNING {_col(A, "id")}
+            FROM claimed WHERE claimed.{column(E, "status")} = '{PROCESSING}'
+            RETURNING {column(A, "id")}
         )
-        SELECT lock.held, claimed.*, (SELECT {_col(A, "id")} FROM new_attempt)
+        SELECT lock.held, claimed.*, (SELECT {column(A, "id")} FROM new_attempt)
         FROM lock LEFT JOIN claimed ON true
     """
 
@@ -181,75 +177,26 @@ def finish_sql() -> str:
     E, A = WebhookEvent, WebhookAttempt
     return f"""
         WITH done AS (
-            UPDATE {_table(E)} SET
-                {_col(E, "status")} = '{SUCCEEDED}',
-                {_col(E, "processed_at")} = %(now)s,
-                {_col(E, "last_error")} = ''
-            WHERE {_col(E, "id")} = %(event_id)s
-              AND {_col(E, "status")} = '{PROCESSING}'
-              AND {_col(E, "attempts")} = %(number)s
+            UPDATE {table(E)} SET
+                {column(E, "status")} = '{SUCCEEDED}',
+                {column(E, "processed_at")} = %(now)s,
+                {column(E, "last_error")} = ''
+            WHERE {column(E, "id")} = %(event_id)s
+              AND {column(E, "status")} = '{PROCESSING}'
+              AND {column(E, "attempts")} = %(number)s
             RETURNING 1
         ),
         finished AS (
-            UPDATE {_table(A)} SET
-                {_col(A, "outcome")} = %(outcome)s,
-                {_col(A, "finished_at")} = %(now)s,
-                {_col(A, "duration_ms")} = %(duration_ms)s,
-                {_col(A, "skipped")} = %(skipped)s,
-                {_col(A, "note")} = %(note)s
-            WHERE {_col(A, "id")} = %(attempt_id)s AND EXISTS (SELECT 1 FROM done)
+            UPDATE {table(A)} SET
+                {column(A, "outcome")} = %(outcome)s,
+                {column(A, "finished_at")} = %(now)s,
+                {column(A, "duration_ms")} = %(duration_ms)s,
+                {column(A, "skipped")} = %(skipped)s,
+                {column(A, "note")} = %(note)s
+            WHERE {column(A, "id")} = %(attempt_id)s AND EXISTS (SELECT 1 FROM done)
             RETURNING 1
         )
         -- The aggregate reads every row of `finished` before the unlock runs.
         SELECT marked.n, pg_advisory_unlock({LOCK_KEY})
         FROM (SELECT count(*) AS n FROM finished) AS marked
-    """
-
-
-@cache
-def take_object_sql() -> str:
-    """Read an ordered event's object and try its lock, in one statement.
-
-    One row for an unfinished event with an object id on one of
-    `%(endpoints)s` (those with ordering on): object id, created, type, and
-    whether this session now holds the object's lock; no row otherwise.
-    """
-    E = WebhookEvent
-    return f"""
-        SELECT {_col(E, "object_id")}, {_col(E, "created")}, {_col(E, "type")},
-               pg_try_advisory_lock({OBJECT_NAMESPACE}::int4, hashtext({_col(E, "object_id")}))
-        FROM {_table(E)}
-        WHERE {_col(E, "id")} = %(event_id)s
-          AND {_col(E, "status")} IN ('{PENDING}', '{PROCESSING}', '{RETRYING}')
-          AND {_col(E, "object_id")} <> ''
-          AND {_col(E, "endpoint")} = ANY(%(endpoints)s)
-    """
-
-
-@cache
-def release_object_sql() -> str:
-    """Make the object's first waiting event due now, and release the object's lock.
-
-    Returns one row: the woken event's id and type (NULL if none waits), and
-    whether the lock was held.
-    """
-    E = WebhookEvent
-    return f"""
-        WITH next AS (
-            SELECT {_col(E, "id")} AS id FROM {_table(E)}
-            WHERE {_col(E, "object_id")} = %(object_id)s
-              AND {_col(E, "waiting_for")} <> ''
-              AND {_col(E, "status")} IN ('{PENDING}', '{RETRYING}')
-            ORDER BY {_col(E, "created")}, {_col(E, "id")}
-            LIMIT 1
-        ),
-        woken AS (
-            UPDATE {_table(E)} AS e SET
-                {_col(E, "due_at")} = %(now)s,
-                {_col(E, "scheduled")} = false
-            FROM next WHERE e.{_col(E, "id")} = next.id
-            RETURNING e.{_col(E, "id")} AS id, e.{_col(E, "type")} AS type
-        )
-        SELECT (SELECT id FROM woken), (SELECT type FROM woken),
-               pg_advisory_unlock({OBJECT_LOCK_KEY})
     """

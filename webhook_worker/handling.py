@@ -22,8 +22,8 @@ from django.db import connections
 from webhook_ingest.conf import webhook_settings
 from webhook_ingest.models import WebhookEvent
 
-from .models import WebhookAttempt
 from .attempt_sql import TWIN_LOCK_SQL
+from .models import WebhookAttempt
 from .webhooks import Handler, handlers_for, skips_superseded
 
 Outcome, Skip = WebhookAttempt.Outcome, WebhookAttempt.Skip

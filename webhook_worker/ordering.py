@@ -37,13 +37,12 @@ from datetime import datetime, timedelta
 from django.db import DatabaseError, OperationalError
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.utils import CursorWrapper
-from django.db.models import Q
 from django.utils import timezone
 
 from webhook_ingest.conf import webhook_settings
 from webhook_ingest.models import WebhookEvent
 
-from . import attempt_sql
+from . import ordering_sql
 from .enqueue import enqueue_or_mark
 from .models import WebhookAttempt
 
@@ -59,7 +58,7 @@ BUSY_DELAY = 1.0
 # A waiting event's message is published again at least this long after it.
 MIN_RECHECK = 5.0
 # Earlier unfinished events of one object looked at: the first that holds is what matters.
-EARLIER_LIMIT = 100
+EARLIER = 100
 
 
 @dataclass(frozen=True)
@@ -83,7 +82,7 @@ class Turn:
         try:
             with self.connection.cursor() as cursor:
                 cursor.execute(
-                    attempt_sql.release_object_sql(),
+                    ordering_sql.release_object_sql(),
                     {"object_id": self.object_id, "now": timezone.now()},
                 )
                 woken_id, woken_type, _ = cursor.fetchone()
@@ -101,7 +100,7 @@ def take_turn(connection: BaseDatabaseWrapper, event_id: str) -> Turn | Wait | N
     # Events of an endpoint no longer configured are not ordered.
     ordered = [e.name for e in webhook_settings.ENDPOINTS.values() if e.ordering is not None]
     with connection.cursor() as cursor:
-        cursor.execute(attempt_sql.take_object_sql(), {"event_id": event_id, "endpoints": ordered})
+        cursor.execute(ordering_sql.take_object_sql(), {"event_id": event_id, "endpoints": ordered})
         row = cursor.fetchone()
         if row is None:
             return None
@@ -109,31 +108,67 @@ def take_turn(connection: BaseDatabaseWrapper, event_id: str) -> Turn | Wait | N
         if not locked and not _wait_for_lock(cursor, object_id):
             enqueue_or_mark(event_id, event_type, trigger=ORDER, countdown=BUSY_DELAY)
             return Wait(f"another attempt on {object_id} is running; back in {BUSY_DELAY:g}s")
+        try:
+            waiting = _earlier_holding(cursor, event_id, object_id, created)
+        except BaseException:
+            _unlock(cursor, object_id)  # a session-level lock outlives the error otherwise
+            raise
+    if isinstance(waiting, str):
+        return Turn(connection, object_id, note=waiting)
+    blocker, delay = waiting
+    if delay is not None:
+        enqueue_or_mark(event_id, event_type, trigger=ORDER, countdown=delay)
+    return Wait(f"waits for the earlier {blocker} about {object_id}")
+
+
+def _earlier_holding(
+    cursor: CursorWrapper, event_id: str, object_id: str, created: datetime
+) -> str | tuple[str, float | None]:
+    """Under the object's lock: whether an earlier event holds this one.
+
+    If none does, the lock is kept and the attempt's note returned ("" unless
+    it overtakes a failing event). If one does, the event is marked waiting
+    for it, then the lock released (an attempt ending after that finds it and
+    publishes it), and (blocker, countdown to publish it with, or None when
+    the wait is kept in the database) returned.
+    """
     now = timezone.now()
     hold = timedelta(seconds=webhook_settings.ORDERING_MAX_WAIT)
-    earlier = _earlier_unfinished(event_id, object_id, created)
-    holding = [e for e in earlier if e.status != Status.RETRYING or now < e.received_at + hold]
+    cursor.execute(
+        ordering_sql.earlier_sql(),
+        {"object_id": object_id, "created": created, "event_id": event_id, "limit": EARLIER},
+    )
+    earlier: list[tuple[str, str, datetime]] = cursor.fetchall()
+    holding = [e for e in earlier if e[1] != Status.RETRYING or now < e[2] + hold]
     if not holding:
-        note = ""
-        if earlier:
-            note = (
-                f"ran before the earlier {earlier[0].pk}, still failing "
-                f"ORDERING_MAX_WAIT ({hold.total_seconds():g}s) after it was received"
-            )
-            logger.warning("event %s %s", event_id, note)
-        return Turn(connection, object_id, note)
-    blocker = holding[0]
+        if not earlier:
+            return ""
+        note = (
+            f"ran before the earlier {earlier[0][0]}, still failing "
+            f"ORDERING_MAX_WAIT ({hold.total_seconds():g}s) after it was received"
+        )
+        logger.warning("event %s %s", event_id, note)
+        return note
+    blocker, status, received_at = holding[0]
     # A failing event stops holding once its time is up; any other is
     # expected to end soon (its attempt's end publishes this one).
-    until = blocker.received_at + hold if blocker.status == Status.RETRYING else now + hold
-    # Marked waiting while the lock is held, then released: an attempt that
-    # ends after this finds it and publishes it.
-    publish_in = _wait(event_id, blocker.pk, now, until)
-    with connection.cursor() as cursor:
-        cursor.execute(attempt_sql.OBJECT_UNLOCK_SQL, {"object_id": object_id})
-    if publish_in is not None:
-        enqueue_or_mark(event_id, event_type, trigger=ORDER, countdown=publish_in)
-    return Wait(f"waits for the earlier {blocker.pk} about {object_id}")
+    until = received_at + hold if status == Status.RETRYING else now + hold
+    due = max(until, now + timedelta(seconds=MIN_RECHECK))
+    delay = (due - now).total_seconds()
+    in_database = delay > webhook_settings.MAX_BROKER_DELAY
+    cursor.execute(
+        ordering_sql.wait_sql(),
+        {"event_id": event_id, "earlier": blocker, "due": due, "scheduled": in_database},
+    )
+    _unlock(cursor, object_id)
+    return blocker, None if in_database else delay
+
+
+def _unlock(cursor: CursorWrapper, object_id: str) -> None:
+    try:
+        cursor.execute(ordering_sql.OBJECT_UNLOCK_SQL, {"object_id": object_id})
+    except DatabaseError:
+        pass  # session gone, and the lock with it
 
 
 def _wait_for_lock(cursor: CursorWrapper, object_id: str) -> bool:
@@ -142,34 +177,9 @@ def _wait_for_lock(cursor: CursorWrapper, object_id: str) -> bool:
         "SELECT set_config('lock_timeout', %s, false)", [f"{int(LOCK_WAIT_SECONDS * 1000)}ms"]
     )
     try:
-        cursor.execute(attempt_sql.OBJECT_LOCK_SQL, {"object_id": object_id})
+        cursor.execute(ordering_sql.OBJECT_LOCK_SQL, {"object_id": object_id})
     except OperationalError:
         return False
     finally:
         cursor.execute("SELECT set_config('lock_timeout', '0', false)")
     return True
-
-
-def _earlier_unfinished(event_id: str, object_id: str, created: datetime) -> list[WebhookEvent]:
-    """The unfinished events of the object that come before this one, in order."""
-    return list(
-        WebhookEvent.objects.filter(object_id=object_id, status__in=WebhookEvent.UNFINISHED)
-        .filter(Q(created__lt=created) | Q(created=created, pk__lt=event_id))
-        .order_by("created", "pk")
-        .only("pk", "status", "received_at")[:EARLIER_LIMIT]
-    )
-
-
-def _wait(event_id: str, earlier: str, now: datetime, until: datetime) -> float | None:
-    """Leave the event waiting until `until` (or until the object's next attempt ends).
-
-    Returns the countdown to publish it with, or None when the wait is kept in
-    the database for the sweeper (longer than MAX_BROKER_DELAY).
-    """
-    due = max(until, now + timedelta(seconds=MIN_RECHECK))
-    delay = (due - now).total_seconds()
-    in_database = delay > webhook_settings.MAX_BROKER_DELAY
-    WebhookEvent.objects.filter(pk=event_id, status__in=(Status.PENDING, Status.RETRYING)).update(
-        due_at=due, scheduled=in_database, waiting_for=earlier
-    )
-    return None if in_database else delay
