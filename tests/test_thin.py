@@ -20,7 +20,7 @@ from webhook_worker.celery import PROCESS_EVENT
 from webhook_worker.enqueue import task_kwargs
 from webhook_worker.events_api import Filters
 from webhook_worker.models import WebhookAttempt
-from webhook_worker.stripe_events import build_thin_event, encode_event
+from webhook_worker.stripe_events import build_thin_event, encode_event, thin_related_object
 from webhook_worker.testing import run_handlers
 
 from . import faults
@@ -29,6 +29,13 @@ from .helpers import handler_calls, make_event, post_signed, wait_for_status
 from .test_ingest import assert_rejected
 
 CUSTOMER = {"id": "cus_ThinTwin0001", "object": "customer", "email": "ada@example.com"}
+
+
+def customer_reference(customer_id: str) -> dict[str, str]:
+    """A thin event's `related_object` for a customer."""
+    related = thin_related_object("v1.customer.updated", customer_id)
+    assert related is not None
+    return related
 
 
 def post_thin(client, event, **kwargs):
@@ -118,11 +125,7 @@ class TestProcessing:
     def test_routed_by_dotted_type_and_the_handler_fetches_its_related_object(
         self, client, handler_log, stripe_api
     ):
-        related = {
-            "id": CUSTOMER["id"],
-            "type": "customer",
-            "url": f"/v1/customers/{CUSTOMER['id']}",
-        }
+        related = customer_reference(CUSTOMER["id"])
         stripe_api.objects[related["url"]] = CUSTOMER
         event = build_thin_event(
             "v1.customer.updated", related_object=related, context="acct_1Platform"
@@ -151,7 +154,7 @@ class TestProcessing:
         assert names == ["all", "v2.core.account"]
 
     def test_a_failing_fetch_is_retried_like_any_handler_error(self, client, stripe_api):
-        related = {"id": "cus_Missing00", "type": "customer", "url": "/v1/customers/cus_Missing00"}
+        related = customer_reference("cus_Missing00")
         event = build_thin_event("v1.customer.updated", related_object=related)
         post_thin(client, event)
         stored = wait_for_status(event["id"], ["retrying", "failed"])
@@ -169,11 +172,7 @@ class TestFetching:
         return WebhookEvent.objects.get(pk=event["id"])
 
     def test_the_endpoints_key_wins_then_the_settings_then_stripe_api_key(self, stripe_api):
-        related = {
-            "id": "cus_Keys000001",
-            "type": "customer",
-            "url": "/v1/customers/cus_Keys000001",
-        }
+        related = customer_reference("cus_Keys000001")
         stripe_api.objects[related["url"]] = CUSTOMER
         event = self.stored(build_thin_event("v1.customer.updated", related_object=related))
         base = dict(webhook_settings.user_settings)
@@ -316,11 +315,7 @@ def test_twins_published_at_once_run_handlers_once_between_them(
     for n in range(6):
         customer = {**CUSTOMER, "id": f"cus_Twin{n:08d}"}
         snapshot = make_event("customer.updated", data_object=customer)
-        related = {
-            "id": customer["id"],
-            "type": "customer",
-            "url": f"/v1/customers/{customer['id']}",
-        }
+        related = customer_reference(customer["id"])
         stripe_api.objects[related["url"]] = customer
         thin = build_thin_event(
             "v1.customer.updated", related_object=related, snapshot_event=snapshot["id"]
