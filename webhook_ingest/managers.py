@@ -3,6 +3,7 @@ and the aggregate queries the admin, health and metrics read."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from django.db import connections, models, router
@@ -85,8 +86,49 @@ class WebhookEventManager(models.Manager.from_queryset(WebhookEventQuerySet)):  
             cursor.execute(sql, list(values.values()))
             return cursor.fetchone() is not None
 
+    def newer_succeeded(
+        self, object_id: str, event_id: str, next_second: datetime, thin_after: datetime | None
+    ) -> str | None:
+        """The newest succeeded event about `object_id` created at or after
+        `next_second`, or (for a thin event) a thin one created after
+        `thin_after`; None if there is none. In SQL: it runs on every attempt
+        of a handler that skips superseded events."""
+        connection = connections[self.db_for_write()]
+        with connection.cursor() as cursor:
+            cursor.execute(
+                _newer_sql(connection, self.model),
+                {
+                    "object_id": object_id,
+                    "event_id": event_id,
+                    "next_second": next_second,
+                    "thin": thin_after is not None,
+                    "thin_after": thin_after or next_second,
+                },
+            )
+            row = cursor.fetchone()
+        return None if row is None else str(row[0])
+
 
 _INSERT_SQL: dict[tuple[str, tuple[str, ...]], str] = {}
+_NEWER_SQL: dict[str, str] = {}
+
+
+def _newer_sql(connection: BaseDatabaseWrapper, model: type[models.Model]) -> str:
+    if connection.alias not in _NEWER_SQL:
+        qn = connection.ops.quote_name
+        meta = model._meta
+
+        def col(name: str) -> str:
+            return qn(meta.get_field(name).column)  # type: ignore[union-attr,arg-type]
+
+        _NEWER_SQL[connection.alias] = (
+            f"SELECT {col('id')} FROM {qn(meta.db_table)} "
+            f"WHERE {col('object_id')} = %(object_id)s AND {col('status')} = 'succeeded' "
+            f"AND {col('id')} <> %(event_id)s AND ({col('created')} >= %(next_second)s "
+            f"OR (%(thin)s AND {col('style')} = 'thin' AND {col('created')} > %(thin_after)s)) "
+            f"ORDER BY {col('created')} DESC LIMIT 1"
+        )
+    return _NEWER_SQL[connection.alias]
 
 
 def _insert_sql(

@@ -185,18 +185,12 @@ class WebhookEvent(models.Model):
         """
         if not self.object_id:
             return None
-        newer = models.Q(created__gte=self.created.replace(microsecond=0) + _ONE_SECOND)
-        if self.is_thin:
-            newer |= models.Q(style=self.Style.THIN, created__gt=self.created)
-        found: str | None = (
-            WebhookEvent.objects.filter(newer, object_id=self.object_id)
-            .filter(status=self.Status.SUCCEEDED)
-            .exclude(pk=self.pk)
-            .order_by("-created")
-            .values_list("pk", flat=True)
-            .first()
+        return WebhookEvent.objects.newer_succeeded(
+            self.object_id,
+            self.pk,
+            next_second=self.created.replace(microsecond=0) + _ONE_SECOND,
+            thin_after=self.created if self.is_thin else None,
         )
-        return found
 
     @property
     def is_superseded(self) -> bool:
