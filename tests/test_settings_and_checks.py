@@ -160,18 +160,6 @@ def test_a_thin_or_reconciled_endpoint_without_an_api_key_is_warned():
     assert "fetch related objects" in messages[0].msg and "reconciled" in messages[1].msg
 
 
-def test_reconciliation_without_its_beat_entry_is_warned(celery_conf):
-    conf = {"ENDPOINTS": {"default": {"SECRETS": ["whsec_y"], "RECONCILE_EVERY": 600}}}
-    with override_settings(STRIPE_WEBHOOKS=conf):
-        assert "webhook_worker.W003" not in ids(check_celery())
-        celery_conf.beat_schedule = {
-            k: v
-            for k, v in celery_conf.beat_schedule.items()
-            if v["task"] != "webhook_worker.reconcile"
-        }
-        assert "webhook_worker.W003" in ids(check_celery())
-
-
 def test_missing_secret_is_a_warning_in_debug():
     with override_settings(STRIPE_WEBHOOKS={"ENDPOINTS": {"default": {"SECRETS": []}}}, DEBUG=True):
         assert ids(check_settings()) == ["webhook_ingest.W001"]
@@ -238,6 +226,22 @@ def test_sweeper_missing_from_beat_is_a_warning():
         celery_app.set_current()
     assert ids(messages) == ["webhook_worker.W002"]
     assert "webhook_worker.requeue_stale" in messages[0].msg
+
+
+def test_reconciliation_without_its_beat_entry_is_warned():
+    conf = {"ENDPOINTS": {"default": {"SECRETS": ["whsec_y"], "RECONCILE_EVERY": 600}}}
+    with override_settings(STRIPE_WEBHOOKS=conf):
+        with project_app():
+            assert check_celery() == []
+        with project_app() as app:
+            app.conf.beat_schedule = {
+                name: entry
+                for name, entry in app.conf.beat_schedule.items()
+                if entry["task"] != "webhook_worker.reconcile"
+            }
+            messages = check_celery()
+    assert ids(messages) == ["webhook_worker.W003"]
+    assert "webhook_worker.reconcile" in messages[0].msg
 
 
 def test_a_worker_that_refuses_json_is_an_error():
