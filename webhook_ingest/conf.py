@@ -59,8 +59,8 @@ DEFAULTS: dict[str, Any] = {
     # "object": events about one object are processed one at a time, in the
     # order Stripe created them. None: no ordering.
     "ORDERING": None,
-    # With ORDERING, how long (seconds after it was received) an event waits
-    # for earlier unfinished events of its object before it runs anyway.
+    # With ORDERING, how long (seconds after it was received) a failing event
+    # holds its object's later events; then they run without it.
     "ORDERING_MAX_WAIT": 300,
     # Every handler of every endpoint skips events that are superseded (a
     # newer event about the same object already succeeded).

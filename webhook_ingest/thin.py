@@ -35,10 +35,10 @@ THIN = "thin"
 def parse_thin_delivery(body: str, header: str | None, endpoint: Endpoint) -> ParsedEvent:
     """Verify a delivery to a thin endpoint and parse it; a `RejectedDelivery` if refused.
 
-    The signature is checked first, over the exact body; then the stripe
-    library parses it (`StripeClient.parse_event_notification`, which checks
-    the signature again under the secret that matched), then the columns are
-    taken from it.
+    The signature is checked first, over the exact body, under each of the
+    endpoint's secrets; then the columns are read and checked, and the stripe
+    library parses the body (`StripeClient.parse_event_notification`, which
+    checks the signature again under the secret that matched).
     """
     _, secret = verified_secret(body, header, endpoint)
     payload = load_payload(body)

@@ -97,7 +97,8 @@ def run_scan(
     """Scan from the row's checkpoint (and cursor) up to `until`, saving progress as it goes.
 
     Raises what the API or the database raised; the row then keeps the
-    checkpoint reached, and its state says `interrupted`.
+    checkpoint reached, and its state says `interrupted`. A dry run's row is
+    not saved (nor is anything recorded).
     """
     client = api_client(endpoint)
     filters = Filters(endpoint.is_thin, scan.type_prefix, scan.failed_only)
@@ -107,8 +108,7 @@ def run_scan(
     try:
         while scan.checkpoint < until:
             end = scan.slice_end or min(scan.checkpoint + slice_length, until)
-            if not dry_run:
-                _save(scan, slice_end=end)
+            _save(scan, slice_end=end)
             pages_before = scan.pages
             while True:
                 page = list_page(client, filters, scan.checkpoint, end, scan.cursor)
@@ -118,13 +118,11 @@ def run_scan(
                 if not page.next_cursor:
                     break
                 scan.cursor = page.next_cursor
-                if not dry_run:
-                    _save(scan)
+                _save(scan)
             if scan.pages - pages_before <= 1 and slice_length < LONGEST_SLICE:
                 slice_length *= 2
             scan.checkpoint, scan.cursor, scan.slice_end = end, "", None
-            if not dry_run:
-                _save(scan)
+            _save(scan)
     except (Exception, KeyboardInterrupt) as exc:
         _save(scan, state=EventScan.State.INTERRUPTED, last_error=_describe(exc))
         raise
@@ -176,6 +174,7 @@ def _take(
 
 
 def _save(scan: EventScan, **changes: Any) -> None:
+    """Change the row, and store it unless it is a dry run's (never saved)."""
     for name, value in changes.items():
         setattr(scan, name, value)
     scan.updated_at = timezone.now()
