@@ -29,7 +29,7 @@ from typing import Any
 from celery import Celery
 from celery.app.defaults import DEFAULTS as CELERY_DEFAULTS
 
-# The registered names of the two tasks (tasks.py), which messages and beat
+# The registered names of the three tasks (tasks.py), which messages and beat
 # entries refer to.
 PROCESS_EVENT = "webhook_worker.process_event"
 SWEEP = "webhook_worker.requeue_stale"
