@@ -92,9 +92,10 @@ soak: $(STAMP)
 screenshot: $(STAMP)
 	$(PY) -m devstack exec -- $(PY) docs/screenshot.py
 
-# Ingest and end to end against framework-free floors, side by side: prints
-# the results and rewrites docs/benchmarks.md (bench/run.py). ~15 minutes;
-# BENCH_ARGS=--quick for ~3. Installs wrk from Debian's packages if missing.
+# Ingest and end to end against framework-free floors, side by side, then
+# what each ordering mode costs the worker: prints the results and rewrites
+# docs/benchmarks.md (bench/run.py, bench/ordering.py). ~20 minutes;
+# BENCH_ARGS=--quick for ~5. Installs wrk from Debian's packages if missing.
 BENCH_STAMP := $(VENV)/.bench-installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
@@ -105,6 +106,7 @@ $(BENCH_STAMP): $(STAMP)
 bench: $(BENCH_STAMP)
 	@command -v wrk >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq wrk; }
 	$(PY) -m bench.run $(BENCH_ARGS)
+	$(PY) -m bench.ordering $(BENCH_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

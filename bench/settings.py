@@ -26,6 +26,12 @@ if os.environ.get("BENCH_WORKER_SEND_TASK_EVENTS"):
     CELERY_WORKER_SEND_TASK_EVENTS = os.environ["BENCH_WORKER_SEND_TASK_EVENTS"] == "1"
 if os.environ.get("BENCH_ENQUEUE_IN_BACKGROUND"):  # 0: publish inside the request
     STRIPE_WEBHOOKS["ENQUEUE_IN_BACKGROUND"] = os.environ["BENCH_ENQUEUE_IN_BACKGROUND"] == "1"
+# Out-of-order protection (bench.ordering): every handler skips superseded
+# events; events about one object one at a time, in created order.
+if os.environ.get("BENCH_SKIP_SUPERSEDED") == "1":
+    STRIPE_WEBHOOKS["SKIP_SUPERSEDED"] = True
+if os.environ.get("BENCH_ORDERING"):
+    STRIPE_WEBHOOKS["ORDERING"] = os.environ["BENCH_ORDERING"]
 if os.environ.get("BENCH_WEBHOOK_MIDDLEWARE") == "0":  # deliveries through every middleware
     MIDDLEWARE = [m for m in MIDDLEWARE if m != "webhook_ingest.middleware.WebhookMiddleware"]  # noqa: F405
 # psycopg 3's binding and preparing, as DATABASE_URL's query string would set them.

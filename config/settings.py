@@ -6,7 +6,10 @@
                             several while rotating
     STRIPE_WEBHOOK_SECRET_<NAME>  secrets of the named endpoint
                             /webhooks/stripe/<name>/ (name lower-cased)
-    STRIPE_API_KEY          sk_... for handlers that call Stripe
+    STRIPE_WEBHOOK_STYLE_<NAME>   "thin" for an endpoint of thin (v2) events
+    STRIPE_API_KEY          sk_... for handlers and for the library's own
+                            calls to Stripe (thin events, backfill)
+    STRIPE_API_BASE         another base URL for those calls (default Stripe's)
     DJANGO_SECRET_KEY       required unless DJANGO_DEBUG is on
     DJANGO_DEBUG            1/true/yes to enable debug mode
     DJANGO_ALLOWED_HOSTS    comma-separated host names
@@ -168,12 +171,17 @@ def _endpoints() -> dict[str, dict[str, object]]:
     prefix = "STRIPE_WEBHOOK_SECRET_"
     for key in sorted(os.environ):
         if key.startswith(prefix) and len(key) > len(prefix):
-            endpoints[key[len(prefix) :].lower()] = {"SECRETS": env_list(key)}
+            name = key[len(prefix) :]
+            endpoints[name.lower()] = {"SECRETS": env_list(key)}
+            style = os.environ.get(f"STRIPE_WEBHOOK_STYLE_{name}")
+            if style:
+                endpoints[name.lower()]["STYLE"] = style
     return endpoints
 
 
 STRIPE_WEBHOOKS: dict[str, Any] = {
     "ENDPOINTS": _endpoints(),
+    "API_BASE": os.environ.get("STRIPE_API_BASE") or None,
 }
 STRIPE_API_KEY = os.environ.get("STRIPE_API_KEY", "")
 

@@ -13,6 +13,7 @@ from django.db import connection
 from django.test import TransactionTestCase
 
 from . import stack
+from .stripe_standin import StandIn, StandInServer
 
 
 @pytest.fixture(scope="session")
@@ -71,6 +72,22 @@ def web(stack_env: dict[str, str], log_dir: Path) -> Iterator[stack.Gunicorn]:
     proc = stack.gunicorn(stack_env, log_dir)
     yield proc
     proc.stop()
+
+
+@pytest.fixture(scope="session")
+def stripe_server() -> Iterator[StandInServer]:
+    """The stand-in for Stripe's API on the port every process of the run points at."""
+    server = StandInServer(settings.STRIPE_STANDIN_PORT).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def stripe_api(stripe_server: StandInServer) -> Iterator[StandIn]:
+    """The stand-in's state, empty at the start of each test."""
+    stripe_server.standin.reset()
+    yield stripe_server.standin
+    stripe_server.standin.reset()
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -13,16 +13,24 @@ os.environ.setdefault("DJANGO_SECRET_KEY", "tests-only-not-a-secret")
 
 from config.settings import *  # noqa: E402,F403
 from config.settings import INSTALLED_APPS  # noqa: E402
+from devstack.services import free_port  # noqa: E402
 
-from .constants import CONNECT_SECRET, OLD_SECRET, SECRET  # noqa: E402
+from .constants import API_KEY, CONNECT_SECRET, OLD_SECRET, SECRET, THIN_SECRET  # noqa: E402
 
 INSTALLED_APPS = [*INSTALLED_APPS, "tests.testapp"]
+
+# The loopback stand-in for Stripe's API (tests/stripe_standin.py): one port
+# for the whole run, chosen once and inherited by every process it starts.
+STRIPE_STANDIN_PORT = int(os.environ.setdefault("WEBHOOKS_TEST_STRIPE_PORT", str(free_port())))
+STRIPE_API_KEY = API_KEY
 
 STRIPE_WEBHOOKS = {
     "ENDPOINTS": {
         "default": {"SECRETS": [SECRET, OLD_SECRET], "TOLERANCE": 300},
         "connect": {"SECRETS": [CONNECT_SECRET], "TOLERANCE": 60},
+        "thin": {"SECRETS": [THIN_SECRET], "STYLE": "thin"},
     },
+    "API_BASE": f"http://127.0.0.1:{STRIPE_STANDIN_PORT}",
     # Short delays so retry scenarios finish in seconds; four attempts in all.
     "RETRY_SCHEDULE": [0.5, 1.0, 1.0],
     "RETRY_JITTER": 0.2,

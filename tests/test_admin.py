@@ -13,7 +13,9 @@ from django.db.models import Q
 from django.test import Client
 
 from webhook_ingest.models import WebhookEvent
+from webhook_ingest.thin import parse_thin_event
 from webhook_worker.models import WebhookAttempt
+from webhook_worker.stripe_events import build_thin_event, encode_event
 
 from .helpers import handler_calls, make_event, post_signed, wait_for_status, wait_until
 from .ops import add_attempt, store
@@ -100,6 +102,40 @@ def test_event_list_shows_statuses_counts_and_filters(viewer):
 
 
 @pytest.mark.django_db
+def test_style_source_and_skipped_handlers_are_shown_and_filtered(viewer):
+    delivered = store("customer.updated", "succeeded")
+    backfilled = store("customer.updated", "succeeded")
+    thin = build_thin_event("v1.customer.updated", object_id="cus_AdminThin")
+    WebhookEvent.objects.record(parse_thin_event(thin), encode_event(thin), "thin")
+    WebhookEvent.objects.filter(pk=backfilled.pk).update(source="backfill")
+    add_attempt(
+        delivered,
+        1,
+        "succeeded",
+        skipped="superseded",
+        note=f"superseded by {backfilled.id} (newer, already succeeded): skipped app.sync",
+    )
+
+    def ids(query: str) -> set[str]:
+        response = viewer.get(CHANGELIST + query)
+        assert response.status_code == 200, query
+        return listed_ids(response)
+
+    assert ids("?style__exact=thin") == {thin["id"]}
+    assert ids("?source__exact=backfill") == {backfilled.id}
+    assert ids("?skipped=superseded") == {delivered.id}
+    assert ids("?q=cus_AdminThin") == {thin["id"]}
+    html = viewer.get(CHANGELIST).content.decode()
+    assert "Thin" in html and "Backfill" in html
+
+    page = viewer.get(f"{CHANGELIST}{quote(backfilled.id)}/change/").content.decode()
+    assert "none: fetched from Stripe&#x27;s Events API by backfill" in page
+    page = viewer.get(f"{CHANGELIST}{quote(delivered.id)}/change/").content.decode()
+    assert "verified on delivery" in page
+    assert f"superseded by {backfilled.id}" in page
+
+
+@pytest.mark.django_db
 def test_the_lists_filters_and_searches_are_served_by_indexes():
     # With sequential scans priced out, a lookup no index can serve still
     # plans as one: on a table of millions of events that is a page that
@@ -115,6 +151,11 @@ def test_the_lists_filters_and_searches_are_served_by_indexes():
         "webhook_event_object_id": [events.filter(object_id="cus_123")],
         "webhook_event_account": [events.filter(account="acct_123")],
         "webhook_event_status_due": [events.filter(status="failed")],
+        "webhook_attempt_skipped": [
+            events.filter(
+                pk__in=WebhookAttempt.objects.filter(skipped="superseded").values("event_id")
+            )
+        ],
         "_pkey": [events.filter(pk="evt_123")],
         "received_at": [events.order_by("-received_at")[:100]],
     }

@@ -228,7 +228,7 @@ def test_a_new_project_from_the_readme_processes_a_signed_event(
     assert made.returncode == 0, made.stdout + made.stderr
     migrated = manage(project, env, "migrate", "--no-input")
     assert migrated.returncode == 0, migrated.stdout + migrated.stderr
-    # Beat's schedule has the sweeper under the name the README gives.
+    # Beat's schedule has the sweeper and the reconciliation check under the names the README gives.
     schedule = subprocess.run(
         [
             sys.executable,
@@ -242,7 +242,7 @@ def test_a_new_project_from_the_readme_processes_a_signed_event(
         text=True,
         check=True,
     ).stdout
-    assert json.loads(schedule) == ["webhook_worker.requeue_stale"]
+    assert json.loads(schedule) == ["webhook_worker.requeue_stale", "webhook_worker.reconcile"]
 
     celery = [sys.executable, "-m", "celery", "-A", "shop"]
     port = free_port()

@@ -112,6 +112,38 @@ class TestMatching:
         assert webhooks.handler("invoice")(f) is f
         assert webhooks.handler_all(f) is f
 
+    def test_thin_types_match_by_segments_and_a_bracket_is_a_level_below_its_segment(self):
+        @webhooks.handler("v2.core.account")
+        def account(event, **kwargs): ...
+
+        @webhooks.handler("v2.core.account[requirements]")
+        def requirements(event, **kwargs): ...
+
+        @webhooks.handler("v1.customer")
+        def thin_customer(event, **kwargs): ...
+
+        assert names("v2.core.account.updated") == ["account"]
+        assert names("v2.core.account[requirements].updated") == ["account", "requirements"]
+        assert names("v2.core.account[configuration.merchant].updated") == ["account"]
+        assert names("v2.core.account_person.created") == []
+        assert names("v1.customer.updated") == ["thin_customer"]
+        assert names("customer.updated") == []
+
+    def test_skip_superseded_is_remembered_per_function(self):
+        @webhooks.handler("customer.updated", skip_superseded=True)
+        def guarded(event, **kwargs): ...
+
+        @webhooks.handler("customer")
+        def plain(event, **kwargs): ...
+
+        @webhooks.handler("customer.updated")
+        @webhooks.handler("customer", skip_superseded=True)
+        def both(event, **kwargs): ...
+
+        assert webhooks.skips_superseded(guarded) is True
+        assert webhooks.skips_superseded(plain) is False
+        assert webhooks.skips_superseded(both) is True  # any registration that asked
+
     def test_registration_after_a_lookup_is_seen(self):
         assert names("invoice.paid") == []
 
@@ -154,6 +186,10 @@ class TestValidation:
     def test_wildcards_point_to_handler_all(self, wildcard):
         with pytest.raises(ValueError, match="handler_all"):
             webhooks.handler(wildcard)
+
+    def test_skip_superseded_must_be_a_boolean(self):
+        with pytest.raises(TypeError, match="skip_superseded"):
+            webhooks.handler("invoice", skip_superseded="yes")  # type: ignore[arg-type]
 
     def test_non_string_type(self):
         with pytest.raises(TypeError, match="strings"):

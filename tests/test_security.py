@@ -20,10 +20,10 @@ from webhook_ingest import views as ingest_views
 from webhook_ingest.conf import webhook_settings
 from webhook_ingest.models import WebhookEvent
 
-from .constants import CONNECT_SECRET, OLD_SECRET, OTHER_SECRET, SECRET
+from .constants import API_KEY, CONNECT_SECRET, OLD_SECRET, OTHER_SECRET, SECRET, THIN_SECRET
 from .helpers import make_event, post_signed
 
-SECRETS = (SECRET, OLD_SECRET, CONNECT_SECRET)
+SECRETS = (SECRET, OLD_SECRET, CONNECT_SECRET, THIN_SECRET)
 
 
 def all_views(resolver: URLResolver | None = None, prefix: str = "") -> Iterator[tuple[str, Any]]:
@@ -65,10 +65,11 @@ def test_debug_error_page_hides_signing_secrets_and_signature_header():
     assert "STRIPE_WEBHOOKS" in page  # the setting is listed, masked
 
 
-def test_endpoint_settings_never_print_their_secrets():
+def test_endpoint_settings_never_print_their_secrets_or_api_keys():
     for endpoint in webhook_settings.ENDPOINTS.values():
+        assert endpoint.api_key == API_KEY
         for text in (repr(endpoint), str(endpoint)):
-            for secret in SECRETS:
+            for secret in (*SECRETS, API_KEY):
                 assert secret not in text
 
 

@@ -19,6 +19,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from config import celery_app
+from webhook_ingest import checks as ingest_checks
 from webhook_ingest.checks import check_settings
 from webhook_ingest.conf import DEFAULTS, webhook_settings
 from webhook_ingest.exceptions import WebhookConfigurationError
@@ -79,6 +80,15 @@ def test_secrets_may_be_a_comma_separated_string():
         ({"ENDPOINTS": {"default": {"SECRETS": ["x"], "TOLERANCE": 0}}}, "TOLERANCE"),
         ({"RETRY_SCHEDUL": [1]}, "unknown keys"),
         ({"ENQUEUE_IN_BACKGROUND": "yes"}, "ENQUEUE_IN_BACKGROUND"),
+        ({"ENDPOINTS": {"t": {"SECRETS": ["x"], "STYLE": "v2"}}}, "STYLE"),
+        ({"ENDPOINTS": {"t": {"SECRETS": ["x"], "API_BASE": "api.stripe.com"}}}, "API_BASE"),
+        ({"ENDPOINTS": {"t": {"SECRETS": ["x"], "ORDERING": "created"}}}, "ORDERING"),
+        ({"ENDPOINTS": {"t": {"SECRETS": ["x"], "RECONCILE_EVERY": 5}}}, "RECONCILE_EVERY"),
+        ({"API_KEY": 42}, "API_KEY"),
+        ({"ORDERING": True}, "ORDERING"),
+        ({"ORDERING_MAX_WAIT": -1}, "ORDERING_MAX_WAIT"),
+        ({"SKIP_SUPERSEDED": 1}, "SKIP_SUPERSEDED"),
+        ({"DEDUPLICATE_TWINS": "on"}, "DEDUPLICATE_TWINS"),
     ],
 )
 def test_malformed_settings_name_the_setting(value, message):
@@ -97,6 +107,57 @@ def test_missing_secret_is_an_error_outside_debug():
     assert ids(messages) == ["webhook_ingest.E001"]
     assert "'default'" in messages[0].msg
     assert "STRIPE_WEBHOOK_SECRET" in messages[0].hint
+
+
+def test_endpoint_settings_fall_back_to_the_top_level_then_to_stripe_api_key():
+    conf = {
+        "API_KEY": "sk_test_top",
+        "API_BASE": "https://stripe.internal/",
+        "ORDERING": "object",
+        "ENDPOINTS": {
+            "a": {"SECRETS": ["whsec_a"]},
+            "b": {
+                "SECRETS": ["whsec_b"],
+                "STYLE": "thin",
+                "API_KEY": "sk_test_b",
+                "ORDERING": None,
+            },
+        },
+    }
+    with override_settings(STRIPE_WEBHOOKS=conf, STRIPE_API_KEY="sk_test_django"):
+        a, b = webhook_settings.endpoint("a"), webhook_settings.endpoint("b")
+        assert (a.style, a.api_key, a.api_base, a.ordering) == (
+            "snapshot",
+            "sk_test_top",
+            "https://stripe.internal",
+            "object",
+        )
+        assert (b.style, b.api_key, b.ordering) == ("thin", "sk_test_b", None)
+    with override_settings(STRIPE_WEBHOOKS={"ENDPOINTS": conf["ENDPOINTS"]}, STRIPE_API_KEY="sk_x"):
+        assert webhook_settings.endpoint("a").api_key == "sk_x"
+        assert webhook_settings.endpoint("a").api_base is None
+
+
+def test_a_thin_endpoint_needs_a_stripe_library_that_parses_thin_events(monkeypatch):
+    conf = {"ENDPOINTS": {"thin": {"SECRETS": ["whsec_x"], "STYLE": "thin"}}}
+    with override_settings(STRIPE_WEBHOOKS=conf):
+        assert check_settings() == []
+        monkeypatch.setattr(ingest_checks, "supports_thin_events", lambda: False)
+        [error] = check_settings()
+    assert error.id == "webhook_ingest.E004" and "stripe>=13" in error.hint
+
+
+def test_a_thin_or_reconciled_endpoint_without_an_api_key_is_warned():
+    conf = {
+        "ENDPOINTS": {
+            "thin": {"SECRETS": ["whsec_x"], "STYLE": "thin"},
+            "default": {"SECRETS": ["whsec_y"], "RECONCILE_EVERY": 600},
+        }
+    }
+    with override_settings(STRIPE_WEBHOOKS=conf, STRIPE_API_KEY=""):
+        messages = check_settings()
+    assert ids(messages) == ["webhook_ingest.W003", "webhook_ingest.W003"]
+    assert "fetch related objects" in messages[0].msg and "reconciled" in messages[1].msg
 
 
 def test_missing_secret_is_a_warning_in_debug():
@@ -167,6 +228,22 @@ def test_sweeper_missing_from_beat_is_a_warning():
     assert "webhook_worker.requeue_stale" in messages[0].msg
 
 
+def test_reconciliation_without_its_beat_entry_is_warned():
+    conf = {"ENDPOINTS": {"default": {"SECRETS": ["whsec_y"], "RECONCILE_EVERY": 600}}}
+    with override_settings(STRIPE_WEBHOOKS=conf):
+        with project_app():
+            assert check_celery() == []
+        with project_app() as app:
+            app.conf.beat_schedule = {
+                name: entry
+                for name, entry in app.conf.beat_schedule.items()
+                if entry["task"] != "webhook_worker.reconcile"
+            }
+            messages = check_celery()
+    assert ids(messages) == ["webhook_worker.W003"]
+    assert "webhook_worker.reconcile" in messages[0].msg
+
+
 def test_a_worker_that_refuses_json_is_an_error():
     with project_app(accept_content=["pickle"]):
         assert ids(check_celery()) == ["webhook_worker.E003"]
@@ -184,8 +261,8 @@ def test_configure_celery_changes_celerys_defaults_not_the_projects_settings():
     configure_celery(app, sweep_interval=30)
     assert app.conf.worker_prefetch_multiplier == 1
     assert app.conf.get("CELERY_DB_REUSE_MAX") == 1000
-    [entry] = app.conf.beat_schedule.values()
-    assert (entry["task"], entry["schedule"]) == ("webhook_worker.requeue_stale", 30)
+    schedule = {e["task"]: e["schedule"] for e in app.conf.beat_schedule.values()}
+    assert schedule == {"webhook_worker.requeue_stale": 30, "webhook_worker.reconcile": 60}
 
     own = Celery("example", set_as_current=False)
     own.config_from_object({"worker_prefetch_multiplier": 8, "CELERY_DB_REUSE_MAX": 50})

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
+import stripe
 from django.conf import settings
 from django.core.checks import Error, Tags, Warning, register
 
-from .conf import DEFAULTS, SETTING_NAME, webhook_settings
+from .conf import API_KEY_SETTING, DEFAULTS, SETTING_NAME, webhook_settings
 from .exceptions import WebhookConfigurationError
 from .models import WebhookEvent
 from .signals import event_ready
+from .stripe_api import supports_thin_events
 
 
 @register(Tags.security, deploy=False)
@@ -30,6 +32,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error | Warni
         ]
     messages: list[Error | Warning] = []
     for endpoint in endpoints.values():
+        messages.extend(_api_messages(endpoint))
         if endpoint.secrets:
             continue
         text = f"Stripe webhook endpoint {endpoint.name!r} has no signing secret."
@@ -42,6 +45,38 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error | Warni
             messages.append(Warning(text, hint=hint, id="webhook_ingest.W001"))
         else:
             messages.append(Error(text, hint=hint, id="webhook_ingest.E001"))
+    return messages
+
+
+def _api_messages(endpoint: Any) -> list[Error | Warning]:
+    """What a thin or reconciled endpoint needs: a stripe library that parses thin
+    events, and an API key for the calls the library makes."""
+    messages: list[Error | Warning] = []
+    where = f'{SETTING_NAME}["ENDPOINTS"]["{endpoint.name}"]'
+    if endpoint.is_thin and not supports_thin_events():
+        messages.append(
+            Error(
+                f"Endpoint {endpoint.name!r} receives thin events, which stripe-python "
+                f"{stripe.VERSION} cannot parse (StripeClient.parse_event_notification).",
+                hint='Install stripe>=13, or remove "STYLE": "thin" from ' + where + ".",
+                id="webhook_ingest.E004",
+            )
+        )
+    needs_key = endpoint.is_thin or endpoint.reconcile_every is not None
+    if needs_key and not endpoint.api_key:
+        why = (
+            "its handlers cannot fetch related objects"
+            if endpoint.is_thin
+            else ("it cannot be reconciled")
+        )
+        messages.append(
+            Warning(
+                f"Endpoint {endpoint.name!r} has no API key for calls to Stripe's API: {why}.",
+                hint=f'Set {SETTING_NAME}["API_KEY"], {where}["API_KEY"] or the '
+                f"{API_KEY_SETTING} setting (the reference project reads STRIPE_API_KEY).",
+                id="webhook_ingest.W003",
+            )
+        )
     return messages
 
 

@@ -10,22 +10,31 @@ works in tests.
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
 from django.core.signals import setting_changed
 
-from .exceptions import WebhookConfigurationError
+from .endpoints import (
+    DEFAULT_TOLERANCE,
+    INHERITED_KEYS,
+    SNAPSHOT,
+    Endpoint,
+    inherited_value,
+    parse_endpoints,
+)
+from .validate import SETTING_NAME, fail, flag, number
 
-SETTING_NAME = "STRIPE_WEBHOOKS"
+__all__ = ["DEFAULTS", "SETTING_NAME", "Endpoint", "WebhookSettings", "webhook_settings"]
 
-DEFAULT_TOLERANCE = 300
+# The Django setting the API key falls back to (the reference project reads
+# it from the environment).
+API_KEY_SETTING = "STRIPE_API_KEY"
 
 DEFAULTS: dict[str, Any] = {
-    # Endpoint name -> its signing secrets (any may match: rotation) and the
-    # accepted clock skew in seconds. POST /webhooks/stripe/ is "default".
+    # Endpoint name -> its signing secrets (any may match: rotation), the
+    # accepted clock skew in seconds, and its payload STYLE ("snapshot" or
+    # "thin"). POST /webhooks/stripe/ is "default".
     "ENDPOINTS": {"default": {"SECRETS": [], "TOLERANCE": DEFAULT_TOLERANCE}},
     # Seconds to wait before attempt 2, 3, ...; max attempts = len + 1.
     "RETRY_SCHEDULE": [10, 60, 300, 1800, 3600, 3600, 3600],
@@ -42,67 +51,31 @@ DEFAULTS: dict[str, Any] = {
     # (batched publishes, no broker round trip in the response); False
     # publishes inside the request, before the response.
     "ENQUEUE_IN_BACKGROUND": True,
+    # The secret key for the library's own calls to Stripe's API (thin-event
+    # fetches, backfill, reconciliation); None: the STRIPE_API_KEY setting.
+    "API_KEY": None,
+    # Where those calls go; None: Stripe's own API.
+    "API_BASE": None,
+    # "object": events about one object are processed one at a time, in the
+    # order Stripe created them. None: no ordering.
+    "ORDERING": None,
+    # With ORDERING, how long (seconds after it was received) a failing event
+    # holds its object's later events; then they run without it.
+    "ORDERING_MAX_WAIT": 300,
+    # Every handler of every endpoint skips events that are superseded (a
+    # newer event about the same object already succeeded).
+    "SKIP_SUPERSEDED": False,
+    # A thin event and its snapshot twin (`snapshot_event`) run handlers
+    # once between them: whichever comes second is skipped.
+    "DEDUPLICATE_TWINS": False,
+    # Seconds between reconciliation runs (beat): events missing from the
+    # database are fetched from Stripe's Events API. None: off.
+    "RECONCILE_EVERY": None,
 }
 
-ENDPOINT_KEYS = {"SECRETS", "TOLERANCE"}
 # Redis redelivers a message unacknowledged for an hour (kombu's default
 # visibility_timeout); RabbitMQ cancels a consumer holding one for 30 minutes.
 MAX_BROKER_DELAY_LIMIT = 900
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    """One receiving URL: its name, accepted secrets and timestamp tolerance."""
-
-    name: str
-    secrets: tuple[str, ...]
-    tolerance: int
-
-    def __repr__(self) -> str:  # never print secrets, even in debug pages
-        return (
-            f"Endpoint(name={self.name!r}, secrets=<{len(self.secrets)} hidden>, "
-            f"tolerance={self.tolerance})"
-        )
-
-
-def _fail(message: str) -> WebhookConfigurationError:
-    return WebhookConfigurationError(f"{SETTING_NAME}: {message}")
-
-
-def _number(value: Any, key: str, minimum: float = 0) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise _fail(f"{key} must be a number, got {value!r}.")
-    if value < minimum:
-        raise _fail(f"{key} must be >= {minimum}, got {value!r}.")
-    return value
-
-
-def _endpoints(raw: Any) -> dict[str, Endpoint]:
-    if not isinstance(raw, dict) or not raw:
-        raise _fail('ENDPOINTS must be a dict such as {"default": {"SECRETS": ["whsec_..."]}}.')
-    endpoints = {}
-    for name, conf in raw.items():
-        if not isinstance(name, str) or not name or "/" in name:
-            raise _fail(f"endpoint names must be non-empty strings without '/', got {name!r}.")
-        if not isinstance(conf, dict):
-            raise _fail(f'ENDPOINTS["{name}"] must be a dict with "SECRETS" and "TOLERANCE".')
-        unknown = set(conf) - ENDPOINT_KEYS
-        if unknown:
-            raise _fail(f'ENDPOINTS["{name}"] has unknown keys {sorted(unknown)}.')
-        secrets = conf.get("SECRETS", [])
-        if isinstance(secrets, str):
-            secrets = secrets.split(",")
-        if not isinstance(secrets, list | tuple) or not all(isinstance(s, str) for s in secrets):
-            raise _fail(f'ENDPOINTS["{name}"]["SECRETS"] must be a list of strings.')
-        tolerance = _number(
-            conf.get("TOLERANCE", DEFAULT_TOLERANCE), f'ENDPOINTS["{name}"]["TOLERANCE"]', 1
-        )
-        endpoints[name] = Endpoint(
-            name=name,
-            secrets=tuple(s.strip() for s in secrets if s.strip()),
-            tolerance=int(tolerance),
-        )
-    return endpoints
 
 
 class WebhookSettings:
@@ -118,10 +91,10 @@ class WebhookSettings:
     def user_settings(self) -> dict[str, Any]:
         value = getattr(settings, SETTING_NAME, {})
         if not isinstance(value, dict):
-            raise _fail("must be a dict.")
+            raise fail("must be a dict.")
         unknown = set(value) - set(DEFAULTS)
         if unknown:
-            raise _fail(f"unknown keys {sorted(unknown)}; known keys are {sorted(DEFAULTS)}.")
+            raise fail(f"unknown keys {sorted(unknown)}; known keys are {sorted(DEFAULTS)}.")
         return value
 
     def __getattr__(self, key: str) -> Any:
@@ -133,38 +106,59 @@ class WebhookSettings:
 
     def _validate(self, key: str, value: Any) -> Any:
         if key == "ENDPOINTS":
-            return _endpoints(value)
+            return parse_endpoints(value, self._inherited())
+        if key in INHERITED_KEYS:
+            return inherited_value(key, value, key)
         if key == "RETRY_SCHEDULE":
             if not isinstance(value, list | tuple):
-                raise _fail("RETRY_SCHEDULE must be a list of delays in seconds.")
-            return tuple(_number(v, "RETRY_SCHEDULE entries") for v in value)
+                raise fail("RETRY_SCHEDULE must be a list of delays in seconds.")
+            return tuple(number(v, "RETRY_SCHEDULE entries") for v in value)
         if key == "RETRY_JITTER":
-            jitter = _number(value, "RETRY_JITTER")
+            jitter = number(value, "RETRY_JITTER")
             if jitter >= 1:
-                raise _fail(f"RETRY_JITTER must be below 1 (a fraction), got {value!r}.")
+                raise fail(f"RETRY_JITTER must be below 1 (a fraction), got {value!r}.")
             return jitter
         if key == "MAX_BROKER_DELAY":
-            delay = _number(value, "MAX_BROKER_DELAY")
+            delay = number(value, "MAX_BROKER_DELAY")
             if delay > MAX_BROKER_DELAY_LIMIT:
-                raise _fail(
+                raise fail(
                     f"MAX_BROKER_DELAY must be at most {MAX_BROKER_DELAY_LIMIT} seconds (well "
                     "below Redis' visibility timeout and RabbitMQ's consumer_timeout), "
                     f"got {value!r}."
                 )
             return delay
-        if key == "REQUEUE_AFTER":
-            return _number(value, "REQUEUE_AFTER")
+        if key in ("REQUEUE_AFTER", "ORDERING_MAX_WAIT"):
+            return number(value, key)
         if key == "MAX_BODY_BYTES":
-            return int(_number(value, "MAX_BODY_BYTES", 1))
-        if key == "ENQUEUE_IN_BACKGROUND":
-            if not isinstance(value, bool):
-                raise _fail(f"ENQUEUE_IN_BACKGROUND must be True or False, got {value!r}.")
-            return value
+            return int(number(value, "MAX_BODY_BYTES", 1))
+        if key in ("ENQUEUE_IN_BACKGROUND", "DEDUPLICATE_TWINS"):
+            return flag(value, key)
         return value
 
     def endpoint(self, name: str) -> Endpoint | None:
         endpoints: dict[str, Endpoint] = self.ENDPOINTS
         return endpoints.get(name)
+
+    def endpoint_or_defaults(self, name: str) -> Endpoint:
+        """The endpoint `name`, or for a name no longer configured (an event stored
+        before a rename) a snapshot endpoint with the top-level values."""
+        endpoint = self.endpoint(name)
+        if endpoint is not None:
+            return endpoint
+        return parse_endpoints({name: {"STYLE": SNAPSHOT}}, self._inherited())[name]
+
+    def _inherited(self) -> dict[str, Any]:
+        """What endpoints inherit: the top-level values, the key from STRIPE_API_KEY if unset."""
+        values = {name: getattr(self, name) for name in INHERITED_KEYS}
+        if values["API_KEY"] is None:
+            django_key = getattr(settings, API_KEY_SETTING, None)
+            values["API_KEY"] = inherited_value("API_KEY", django_key, API_KEY_SETTING)
+        return values
+
+    @property
+    def ordering_enabled(self) -> bool:
+        """Whether any endpoint processes its events in order (one query per attempt more)."""
+        return any(e.ordering for e in self.ENDPOINTS.values()) or self.ORDERING is not None
 
     @property
     def max_attempts(self) -> int:
@@ -176,7 +170,7 @@ webhook_settings = WebhookSettings()
 
 
 def _reload(*, setting: str, **kwargs: Any) -> None:
-    if setting == SETTING_NAME:
+    if setting in (SETTING_NAME, API_KEY_SETTING):
         webhook_settings.reload()
 
 

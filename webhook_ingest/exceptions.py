@@ -9,6 +9,10 @@ class WebhookConfigurationError(ImproperlyConfigured):
     """A `STRIPE_WEBHOOKS` setting is missing or malformed."""
 
 
+class MissingApiKey(WebhookConfigurationError):
+    """A call to Stripe's API was needed and no secret key is configured for it."""
+
+
 class RejectedDelivery(Exception):
     """A delivery refused before anything was stored.
 
@@ -90,6 +94,13 @@ class InvalidBody(RejectedDelivery):
 
     code = "invalid_event"
     default_detail = "The body is not a Stripe event."
+
+
+class WrongPayloadStyle(InvalidBody):
+    """A snapshot event sent to a thin endpoint, or a thin one to a snapshot endpoint."""
+
+    code = "wrong_payload_style"
+    default_detail = "The event's payload style is not the one this endpoint receives."
 
 
 class StorageUnavailable(RejectedDelivery):

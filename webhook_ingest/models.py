@@ -3,99 +3,21 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from functools import cached_property
 from typing import Any
 
-from django.db import connections, models, router
-from django.db.backends.base.base import BaseDatabaseWrapper
-from django.db.models import CharField, Count, F, Func, Value
+from django.db import models
 from django.utils import timezone
 
-from .parsing import ParsedEvent
+from . import stripe_api
+from .conf import webhook_settings
+from .managers import WebhookEventManager, type_category
+from .parsing import type_parts
 
+__all__ = ["WebhookEvent", "WebhookEventManager", "type_category"]
 
-def type_category() -> Func:
-    """SQL for the first segment of the type: `customer` for customer.subscription.created."""
-    return Func(F("type"), Value("."), Value(1), function="split_part", output_field=CharField())
-
-
-class WebhookEventQuerySet(models.QuerySet["WebhookEvent"]):
-    def unfinished(self) -> WebhookEventQuerySet:
-        return self.filter(status__in=WebhookEvent.UNFINISHED)
-
-    def count_by_status(self) -> dict[str, int]:
-        """Events per status, every status present (one GROUP BY over the status index)."""
-        counts = dict.fromkeys(WebhookEvent.Status.values, 0)
-        for status, n in self.order_by().values_list("status").annotate(n=Count("pk")):
-            counts[status] = n
-        return counts
-
-    def count_by_status_and_category(self) -> dict[tuple[str, str], int]:
-        """Events per (status, category), for the statuses and categories present."""
-        rows = (
-            self.order_by()
-            .annotate(category=type_category())
-            .values_list("status", "category")
-            .annotate(n=Count("pk"))
-        )
-        return {(status, category): n for status, category, n in rows}
-
-
-class WebhookEventManager(models.Manager.from_queryset(WebhookEventQuerySet)):  # type: ignore[misc]
-    def db_for_write(self) -> str:
-        """The database alias events are written to (DATABASE_ROUTERS decide)."""
-        return router.db_for_write(self.model)
-
-    # On the manager, not the queryset: the view calls it on every delivery,
-    # and `objects.<queryset method>` builds a QuerySet first.
-    def record(self, parsed: ParsedEvent, body: str, endpoint: str) -> bool:
-        """Insert the event unless its id is already stored; True if it was new.
-
-        One statement, `INSERT ... ON CONFLICT DO NOTHING`: concurrent duplicate
-        deliveries race inside Postgres' unique index, never in Python, so
-        exactly one of them creates the row.
-        """
-        now = timezone.now()
-        values: dict[str, Any] = {
-            "id": parsed.id,
-            "type": parsed.type,
-            "livemode": parsed.livemode,
-            "api_version": parsed.api_version,
-            "account": parsed.account,
-            "created": parsed.created,
-            "object_id": parsed.object_id,
-            "endpoint": endpoint,
-            "body": body,
-            "status": WebhookEvent.Status.PENDING.value,
-            "attempts": 0,
-            "received_at": now,
-            "due_at": now,
-            "scheduled": False,
-            "last_error": "",
-        }
-        connection = connections[self.db_for_write()]
-        sql = _insert_sql(connection, list(values))
-        with connection.cursor() as cursor:
-            cursor.execute(sql, list(values.values()))
-            return cursor.fetchone() is not None
-
-
-_INSERT_SQL: dict[tuple[str, tuple[str, ...]], str] = {}
-
-
-def _insert_sql(connection: BaseDatabaseWrapper, fields: list[str]) -> str:
-    key = (connection.alias, tuple(fields))
-    if key not in _INSERT_SQL:
-        meta = WebhookEvent._meta
-        qn = connection.ops.quote_name
-        columns = ", ".join(qn(meta.get_field(f).column) for f in fields)  # type: ignore[union-attr,arg-type]
-        placeholders = ", ".join(["%s"] * len(fields))
-        pk = qn(meta.pk.column)  # type: ignore[arg-type]
-        _INSERT_SQL[key] = (
-            f"INSERT INTO {qn(meta.db_table)} ({columns}) VALUES ({placeholders}) "
-            f"ON CONFLICT ({pk}) DO NOTHING RETURNING {pk}"
-        )
-    return _INSERT_SQL[key]
+_ONE_SECOND = timedelta(seconds=1)
 
 
 class WebhookEvent(models.Model):
@@ -112,6 +34,15 @@ class WebhookEvent(models.Model):
         RETRYING = "retrying", "Retrying"
         FAILED = "failed", "Failed"
 
+    class Style(models.TextChoices):
+        SNAPSHOT = "snapshot", "Snapshot"
+        THIN = "thin", "Thin"
+
+    class Source(models.TextChoices):
+        DELIVERY = "delivery", "Delivery (signed)"
+        BACKFILL = "backfill", "Backfill (from the Events API, unsigned)"
+        RECONCILIATION = "reconciliation", "Reconciliation (from the Events API, unsigned)"
+
     UNFINISHED = (Status.PENDING, Status.PROCESSING, Status.RETRYING)
     FINISHED = (Status.SUCCEEDED, Status.FAILED)
 
@@ -124,8 +55,18 @@ class WebhookEvent(models.Model):
         "Connect account", max_length=255, null=True, blank=True
     )
     created = models.DateTimeField("created at Stripe", db_index=True)
-    object_id = models.CharField("data.object id", max_length=255, blank=True)
+    object_id = models.CharField(
+        "object id",
+        max_length=255,
+        blank=True,
+        help_text="data.object.id of a snapshot event, related_object.id of a thin one.",
+    )
     endpoint = models.CharField(max_length=64)
+    style = models.CharField(max_length=16, choices=Style.choices, default=Style.SNAPSHOT)
+    source = models.CharField(max_length=16, choices=Source.choices, default=Source.DELIVERY)
+    snapshot_event = models.CharField(
+        max_length=255, blank=True, help_text="A thin twin's snapshot event id."
+    )
     body = models.TextField(help_text="The request body exactly as received.")
 
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
@@ -140,6 +81,11 @@ class WebhookEvent(models.Model):
         help_text="A retry waiting in the database: the sweeper publishes it when due.",
     )
     last_error = models.TextField(blank=True)
+    waiting_for = models.CharField(
+        max_length=255,
+        blank=True,
+        help_text="With ORDERING: the earlier event (or the object) this one waits for.",
+    )
 
     objects = WebhookEventManager()
 
@@ -157,6 +103,11 @@ class WebhookEvent(models.Model):
             ),
             models.Index(fields=["account"], name="webhook_event_account"),
             models.Index(fields=["object_id"], name="webhook_event_object_id"),
+            models.Index(
+                fields=["snapshot_event"],
+                name="webhook_event_snapshot_event",
+                condition=~models.Q(snapshot_event=""),
+            ),
         ]
         verbose_name = "webhook event"
 
@@ -178,7 +129,7 @@ class WebhookEvent(models.Model):
     @property
     def parts(self) -> list[str]:
         """`"customer.subscription.created"` -> `["customer", "subscription", "created"]`."""
-        return self.type.split(".")
+        return type_parts(self.type)
 
     @property
     def category(self) -> str:
@@ -193,3 +144,55 @@ class WebhookEvent(models.Model):
     @property
     def is_finished(self) -> bool:
         return self.status in self.FINISHED
+
+    @property
+    def is_thin(self) -> bool:
+        return self.style == self.Style.THIN
+
+    @property
+    def related_object(self) -> dict[str, Any] | None:
+        """A thin event's `related_object` (`id`, `type`, `url`) as Stripe sent it; else None."""
+        related = self.payload.get("related_object") if self.is_thin else None
+        return related if isinstance(related, dict) else None
+
+    def fetch_related_object(self) -> Any:
+        """The related object's current state from Stripe's API; None without one.
+
+        A thin event only (None for a snapshot event, whose `data.object` is
+        the object). Uses the endpoint's API key and base, in the event's
+        context (`Stripe-Context`). Makes a request on every call.
+        """
+        if not self.is_thin:
+            return None
+        endpoint = webhook_settings.endpoint_or_defaults(self.endpoint)
+        return stripe_api.fetch_related_object(self.payload, endpoint)
+
+    def fetch_event(self) -> Any:
+        """The whole event from Stripe's API: `/v2/core/events/<id>` for a thin event,
+        `/v1/events/<id>` for a snapshot one, in the event's context."""
+        endpoint = webhook_settings.endpoint_or_defaults(self.endpoint)
+        if self.is_thin:
+            return stripe_api.fetch_thin_event(self.payload, endpoint)
+        return stripe_api.fetch_snapshot_event(self.id, self.account, endpoint)
+
+    @cached_property
+    def superseded_by(self) -> str | None:
+        """The id of a newer event about the same object that already succeeded, or None.
+
+        Newer means created in a later second (snapshot events' `created` has
+        one-second resolution), or later at all when both events are thin.
+        Events created in the same second never supersede each other.
+        """
+        if not self.object_id:
+            return None
+        return WebhookEvent.objects.newer_succeeded(
+            self.object_id,
+            self.pk,
+            next_second=self.created.replace(microsecond=0) + _ONE_SECOND,
+            thin_after=self.created if self.is_thin else None,
+        )
+
+    @property
+    def is_superseded(self) -> bool:
+        """True when a newer event about the same object (`object_id`) has already succeeded."""
+        return self.superseded_by is not None

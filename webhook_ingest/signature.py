@@ -57,6 +57,13 @@ def verify_signature(
     Returns the signed timestamp. Raises a `RejectedDelivery` subclass that
     says which check failed.
     """
+    return verified_secret(body, header, endpoint, now)[0]
+
+
+def verified_secret(
+    body: str, header: str | None, endpoint: Endpoint, now: float | None = None
+) -> tuple[int, str]:
+    """As `verify_signature`; returns the signed timestamp and the secret that matched."""
     if not endpoint.secrets:
         raise EndpointNotConfigured()
     if not header:
@@ -82,4 +89,4 @@ def verify_signature(
             f"The signature timestamp is {int(-age)}s in the future; this endpoint accepts "
             f"{endpoint.tolerance}s of clock skew."
         )
-    return timestamp
+    return timestamp, secret

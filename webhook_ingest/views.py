@@ -6,7 +6,9 @@ days, so the code is the whole conversation:
     200  stored now, or already stored (a duplicate). Handlers run later, in a
          worker; the response never waits for them.
     400  not a verifiable Stripe event (signature missing, malformed, wrong or
-         expired; body not UTF-8, not JSON, not an event). Never stored.
+         expired; body not UTF-8, not JSON, not an event, or an event of the
+         other payload style: snapshot to a thin endpoint or thin to a
+         snapshot one). Never stored.
     404  no endpoint of that name.          405  not a POST.
     413  body over MAX_BODY_BYTES, refused before it is read.
     5xx  we could not take it (database down, endpoint without a secret):
@@ -38,6 +40,7 @@ from .models import WebhookEvent
 from .parsing import ParsedEvent, decode_body, parse_event
 from .signals import delivery_accepted, delivery_rejected, event_ready
 from .signature import verify_signature
+from .thin import parse_thin_delivery
 
 logger = logging.getLogger(__name__)
 
@@ -100,8 +103,12 @@ def _accept(request: HttpRequest, endpoint_name: str) -> tuple[str, str, bool, b
         raise UnsupportedContentType()
     body = decode_body(raw)
     # Verify first, over the exact bytes received, before parsing or storing anything.
-    verify_signature(body, request.META.get("HTTP_STRIPE_SIGNATURE"), endpoint)
-    parsed = parse_event(body)
+    header = request.META.get("HTTP_STRIPE_SIGNATURE")
+    if endpoint.is_thin:
+        parsed = parse_thin_delivery(body, header, endpoint)
+    else:
+        verify_signature(body, header, endpoint)
+        parsed = parse_event(body)
     try:
         created = _record(parsed, body, endpoint.name)
         if created:

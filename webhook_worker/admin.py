@@ -32,8 +32,10 @@ from .actions import RetrySummary, retry_events
 from .admin_display import (
     COUNTS_ATTR,
     CategoryFilter,
+    SkippedFilter,
     StatusFilter,
     attempt_table,
+    signature_note,
     status_badge,
 )
 
@@ -50,6 +52,11 @@ EVENT_FIELDS = (
     "account",
     "api_version",
     "endpoint",
+    "style",
+    "source",
+    "signature_display",
+    "snapshot_event",
+    "waiting_for",
 )
 TIME_FIELDS = ("created", "received_at", "due_at", "processed_at")
 
@@ -67,6 +74,8 @@ class WebhookEventAdmin(admin.ModelAdmin):
         "processed_at",
         "livemode",
         "endpoint",
+        "style",
+        "source",
     ]
     list_filter = [
         StatusFilter,
@@ -74,6 +83,9 @@ class WebhookEventAdmin(admin.ModelAdmin):
         "type",
         "livemode",
         "endpoint",
+        "style",
+        "source",
+        SkippedFilter,
         "received_at",
     ]
     search_fields = ["id", "type", "object_id"]
@@ -103,6 +115,10 @@ class WebhookEventAdmin(admin.ModelAdmin):
     @admin.display(description="status", ordering="status")
     def status_display(self, obj: WebhookEvent) -> str:
         return status_badge(obj.status, obj.get_status_display())
+
+    @admin.display(description="signature")
+    def signature_display(self, obj: WebhookEvent) -> str:
+        return signature_note(obj)
 
     @admin.display(description="payload")
     def payload_display(self, obj: WebhookEvent) -> str:

@@ -16,6 +16,7 @@ from .models import WebhookAttempt
 
 Status = WebhookEvent.Status
 Outcome = WebhookAttempt.Outcome
+Skip = WebhookAttempt.Skip
 
 # Badge colours, chosen to read in both the light and the dark admin theme.
 STATUS_COLOURS: dict[str, str] = {
@@ -33,6 +34,8 @@ OUTCOME_STATUS: dict[str, str] = {
     Outcome.RETRY: Status.RETRYING,
     Outcome.FAILED: Status.FAILED,
     Outcome.LOST: Status.FAILED,
+    Outcome.SUPERSEDED: Status.PENDING,
+    Outcome.TWIN: Status.PENDING,
 }
 
 # Where changelist_view leaves the counts for the status filter (one query per page).
@@ -86,6 +89,31 @@ class CategoryFilter(admin.SimpleListFilter):
         return queryset
 
 
+class SkippedFilter(admin.SimpleListFilter):
+    """Events an attempt of which skipped handlers: superseded, or its twin was handled."""
+
+    title = "handlers skipped"
+    parameter_name = "skipped"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [(value, str(label)) for value, label in Skip.choices if value]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        value = self.value()
+        if value in Skip.values and value:
+            # A subquery over the attempts' partial index on skipped handlers.
+            skipped = WebhookAttempt.objects.filter(skipped=value).values("event_id")
+            return queryset.filter(pk__in=skipped)
+        return queryset
+
+
+def signature_note(event: WebhookEvent) -> str:
+    """How the event reached us: verified on delivery, or fetched unsigned from the API."""
+    if event.source == WebhookEvent.Source.DELIVERY:
+        return "verified on delivery (Stripe-Signature)"
+    return f"none: fetched from Stripe's Events API by {event.source} (the API sends no signature)"
+
+
 def _attempt_row(attempt: WebhookAttempt) -> tuple[Any, ...]:
     duration = "" if attempt.duration_ms is None else f"{attempt.duration_ms:,.1f} ms"
     error: SafeString | str = ""
@@ -97,6 +125,8 @@ def _attempt_row(attempt: WebhookAttempt) -> tuple[Any, ...]:
             error,
             attempt.traceback,
         )
+    if attempt.note:
+        error = format_html('{}<div class="webhook-note">{}</div>', error, attempt.note)
     return (
         attempt.number,
         status_badge(OUTCOME_STATUS.get(attempt.outcome, ""), attempt.get_outcome_display()),
@@ -121,6 +151,6 @@ def attempt_table(event: WebhookEvent) -> str:
     return format_html(
         '<table class="webhook-attempts"><thead><tr><th>#</th><th>outcome</th>'
         "<th>trigger</th><th>started (UTC)</th><th>duration</th><th>worker</th>"
-        "<th>error</th></tr></thead><tbody>{}</tbody></table>",
+        "<th>error or note</th></tr></thead><tbody>{}</tbody></table>",
         rows,
     )

@@ -36,11 +36,13 @@ def _quote(name: str) -> str:
     return connections[WebhookEvent.objects.db_for_write()].ops.quote_name(name)
 
 
-def _table(model: type[Model]) -> str:
+def table(model: type[Model]) -> str:
+    """The quoted table name of `model`."""
     return _quote(model._meta.db_table)
 
 
-def _col(model: type[Model], name: str) -> str:
+def column(model: type[Model], name: str) -> str:
+    """The quoted column name of `model`'s field `name`."""
     field = model._meta.get_field(name)
     return _quote(field.column)  # type: ignore[union-attr,arg-type]
 
@@ -53,13 +55,17 @@ LOCK_KEY = f"{LOCK_NAMESPACE}::int4, hashtext(%(event_id)s::text)"
 LOCK_SQL = f"SELECT pg_advisory_lock({LOCK_KEY})"
 UNLOCK_SQL = f"SELECT pg_advisory_unlock({LOCK_KEY})"
 
+# With DEDUPLICATE_TWINS: a snapshot event and its thin twin ("WHK3" and the
+# hash of the snapshot event's id), held by the transaction running handlers.
+TWIN_LOCK_SQL = f"SELECT pg_advisory_xact_lock({0x57484B33}::int4, hashtext(%(event_id)s::text))"
+
 
 def lock_free_sql() -> str:
     """SQL true when no session holds the advisory lock of the event row at hand.
 
     The same key as LOCK_KEY, as `pg_locks` shows a two-int4-key advisory lock.
     """
-    id_column = f"{_table(WebhookEvent)}.{_col(WebhookEvent, 'id')}"
+    id_column = f"{table(WebhookEvent)}.{column(WebhookEvent, 'id')}"
     return (
         "NOT EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' "
         f"AND l.classid = {LOCK_NAMESPACE} AND l.objsubid = 2 "
@@ -97,15 +103,16 @@ def claim_sql() -> str:
     re-read by the UPDATE (READ COMMITTED), so a finished attempt is seen.
     """
     E, A = WebhookEvent, WebhookAttempt
-    e = lambda name: f"e.{_col(E, name)}"  # noqa: E731
+    e = lambda name: f"e.{column(E, name)}"  # noqa: E731
     exhausted = f"({e('status')} = '{PROCESSING}' AND {e('attempts')} >= %(max_attempts)s)"
-    returning = ", ".join(f"e.{_col(E, f.name)}" for f in E._meta.concrete_fields)
-    claimed_id, claimed_attempts = "claimed." + _col(E, "id"), "claimed." + _col(E, "attempts")
+    returning = ", ".join(f"e.{column(E, f.name)}" for f in E._meta.concrete_fields)
+    claimed_id, claimed_attempts = "claimed." + column(E, "id"), "claimed." + column(E, "attempts")
     attempt_columns = ", ".join(
-        _col(A, name)
+        column(A, name)
         for name in (
             "event", "number", "trigger", "outcome", "started_at",
             "error_class", "error_message", "traceback", "worker", "task_id",
+            "skipped", "note",
         )
     )  # fmt: skip
     return f"""
@@ -115,14 +122,15 @@ def claim_sql() -> str:
                        THEN set_config('synchronous_commit', 'off', true) END AS async_commit
         ),
         claimed AS (
-            UPDATE {_table(E)} AS e SET
-                {_col(E, "status")} = CASE WHEN {exhausted}
+            UPDATE {table(E)} AS e SET
+                {column(E, "status")} = CASE WHEN {exhausted}
                     THEN '{FAILED}' ELSE '{PROCESSING}' END,
-                {_col(E, "attempts")} = CASE WHEN {exhausted}
+                {column(E, "attempts")} = CASE WHEN {exhausted}
                     THEN {e("attempts")} ELSE {e("attempts")} + 1 END,
-                {_col(E, "due_at")} = %(now)s,
-                {_col(E, "scheduled")} = false,
-                {_col(E, "last_error")} = CASE WHEN {exhausted}
+                {column(E, "due_at")} = %(now)s,
+                {column(E, "scheduled")} = false,
+                {column(E, "waiting_for")} = '',
+                {column(E, "last_error")} = CASE WHEN {exhausted}
                     THEN %(lost_error)s ELSE {e("last_error")} END
             WHERE (SELECT held FROM lock) AND {e("id")} = %(event_id)s
               AND {e("status")} IN ('{PENDING}', '{RETRYING}', '{PROCESSING}')
@@ -130,29 +138,33 @@ def claim_sql() -> str:
             RETURNING {returning}
         ),
         lost AS (
-            UPDATE {_table(A)} AS a SET
-                {_col(A, "outcome")} = '{LOST}',
-                {_col(A, "finished_at")} = %(now)s,
-                {_col(A, "error_class")} = %(lost_class)s,
-                {_col(A, "error_message")} = %(lost_message)s
+            UPDATE {table(A)} AS a SET
+                {column(A, "outcome")} = '{LOST}',
+                {column(A, "finished_at")} = %(now)s,
+                {column(A, "error_class")} = %(lost_class)s,
+                {column(A, "error_message")} = %(lost_message)s
             FROM claimed
-            WHERE a.{_col(A, "event")} = {claimed_id} AND a.{_col(A, "outcome")} = '{RUNNING}'
+            WHERE a.{column(A, "event")} = {claimed_id} AND a.{column(A, "outcome")} = '{RUNNING}'
         ),
         new_attempt AS (
-            INSERT INTO {_table(A)} ({attempt_columns})
+            INSERT INTO {table(A)} ({attempt_columns})
             SELECT {claimed_id}, {claimed_attempts}, %(trigger)s, '{RUNNING}', %(now)s,
-                   '', '', '', %(worker)s, %(task_id)s
-            FROM claimed WHERE claimed.{_col(E, "status")} = '{PROCESSING}'
-            RETURNING {_col(A, "id")}
+                   '', '', '', %(worker)s, %(task_id)s, '', ''
+            FROM claimed WHERE claimed.{column(E, "status")} = '{PROCESSING}'
+            RETURNING {column(A, "id")}
         )
-        SELECT lock.held, claimed.*, (SELECT {_col(A, "id")} FROM new_attempt)
+        SELECT lock.held, claimed.*, (SELECT {column(A, "id")} FROM new_attempt)
         FROM lock LEFT JOIN claimed ON true
     """
 
 
 @cache
 def finish_sql() -> str:
-    """Mark the event `succeeded` and its attempt with it, if current; release the lock.
+    """Mark the event `succeeded` and its attempt `%(outcome)s`, if current; release the lock.
+
+    The attempt's outcome is `succeeded`, or the reason no handler ran
+    (`superseded`, `twin`); `%(skipped)s` and `%(note)s` say which handlers
+    were skipped and why.
 
     Returns how many attempts it marked: 1 when the attempt is still the
     event's current one, 0 when another attempt took the event over (the
@@ -165,21 +177,23 @@ def finish_sql() -> str:
     E, A = WebhookEvent, WebhookAttempt
     return f"""
         WITH done AS (
-            UPDATE {_table(E)} SET
-                {_col(E, "status")} = '{SUCCEEDED}',
-                {_col(E, "processed_at")} = %(now)s,
-                {_col(E, "last_error")} = ''
-            WHERE {_col(E, "id")} = %(event_id)s
-              AND {_col(E, "status")} = '{PROCESSING}'
-              AND {_col(E, "attempts")} = %(number)s
+            UPDATE {table(E)} SET
+                {column(E, "status")} = '{SUCCEEDED}',
+                {column(E, "processed_at")} = %(now)s,
+                {column(E, "last_error")} = ''
+            WHERE {column(E, "id")} = %(event_id)s
+              AND {column(E, "status")} = '{PROCESSING}'
+              AND {column(E, "attempts")} = %(number)s
             RETURNING 1
         ),
         finished AS (
-            UPDATE {_table(A)} SET
-                {_col(A, "outcome")} = '{_Outcome.SUCCEEDED.value}',
-                {_col(A, "finished_at")} = %(now)s,
-                {_col(A, "duration_ms")} = %(duration_ms)s
-            WHERE {_col(A, "id")} = %(attempt_id)s AND EXISTS (SELECT 1 FROM done)
+            UPDATE {table(A)} SET
+                {column(A, "outcome")} = %(outcome)s,
+                {column(A, "finished_at")} = %(now)s,
+                {column(A, "duration_ms")} = %(duration_ms)s,
+                {column(A, "skipped")} = %(skipped)s,
+                {column(A, "note")} = %(note)s
+            WHERE {column(A, "id")} = %(attempt_id)s AND EXISTS (SELECT 1 FROM done)
             RETURNING 1
         )
         -- The aggregate reads every row of `finished` before the unlock runs.

@@ -12,12 +12,13 @@
     from webhook_worker.celery import configure_celery
     configure_celery(app)
 
-`configure_celery` schedules the sweeper in beat, changes two of Celery's
-defaults (below), and on a `redis://` broker selects kombu's Redis transport
-with the one guard of webhook_worker/redis_transport.py. What at-least-once
-delivery needs is carried by the task itself, whatever the settings say:
-late acknowledgement, requeue when its worker process dies, JSON, no result.
-The system checks (`webhook_worker.E001`...) report the settings that would
+`configure_celery` schedules the sweeper (and the reconciliation check) in
+beat, changes two of Celery's defaults (below), and on a `redis://` broker
+selects kombu's Redis transport with the one guard of
+webhook_worker/redis_transport.py. What at-least-once delivery needs is
+carried by the task itself, whatever the settings say: late
+acknowledgement, requeue when its worker process dies, JSON, no result. The
+system checks (`webhook_worker.E001`...) report the settings that would
 still lose or strand events.
 """
 
@@ -28,15 +29,20 @@ from typing import Any
 from celery import Celery
 from celery.app.defaults import DEFAULTS as CELERY_DEFAULTS
 
-# The registered names of the two tasks (tasks.py), which messages and beat
+# The registered names of the three tasks (tasks.py), which messages and beat
 # entries refer to.
 PROCESS_EVENT = "webhook_worker.process_event"
 SWEEP = "webhook_worker.requeue_stale"
+RECONCILE = "webhook_worker.reconcile"
 
 # Seconds between two runs of the sweeper: the precision of retries that wait
 # in the database, and how soon a lost message is noticed once REQUEUE_AFTER has passed.
 SWEEP_INTERVAL = 60.0
 SWEEP_ENTRY = "webhooks-sweep"
+# Seconds between two looks at whether an endpoint's reconciliation is due
+# (STRIPE_WEBHOOKS["RECONCILE_EVERY"]); one query when none is.
+RECONCILE_TICK = 60.0
+RECONCILE_ENTRY = "webhooks-reconcile"
 
 # Applied where the project kept Celery's own default (a value it sets itself,
 # other than Celery's default, wins).
@@ -52,8 +58,10 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
-def configure_celery(app: Celery, *, sweep_interval: float = SWEEP_INTERVAL) -> None:
-    """Add webhook processing's defaults to `app` and schedule the sweeper in its beat.
+def configure_celery(
+    app: Celery, *, sweep_interval: float = SWEEP_INTERVAL, reconcile_tick: float = RECONCILE_TICK
+) -> None:
+    """Add webhook processing's defaults to `app`; schedule the sweeper and reconciliation in beat.
 
     Call it once, in the module that creates the project's Celery app. It reads
     no setting at call time, so it is safe while Django's settings are loading.
@@ -66,6 +74,9 @@ def configure_celery(app: Celery, *, sweep_interval: float = SWEEP_INTERVAL) -> 
         # A sweep waits its turn behind a backlog and still runs, but sweeps
         # sent while no worker runs do not pile up beyond ten.
         expires=sweep_interval * 10,
+    )
+    app.add_periodic_task(
+        reconcile_tick, app.signature(RECONCILE), name=RECONCILE_ENTRY, expires=reconcile_tick
     )
 
 

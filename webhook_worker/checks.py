@@ -12,7 +12,7 @@ from django.core.checks import CheckMessage, Error, Warning, register
 from webhook_ingest.conf import webhook_settings
 from webhook_ingest.exceptions import WebhookConfigurationError
 
-from .celery import PROCESS_EVENT, SWEEP
+from .celery import PROCESS_EVENT, RECONCILE, SWEEP
 
 # Transports that redeliver a message left unacknowledged this long (kombu's default).
 VISIBILITY_TRANSPORTS = {"redis", "rediss", "sqs", "redis+socket", "sentinel"}
@@ -99,6 +99,23 @@ def check_celery(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
                 hint="Call webhook_worker.celery.configure_celery(app) in the project's "
                 "celery.py (it schedules the sweeper every minute), and run celery beat.",
                 id="webhook_worker.W002",
+            )
+        )
+    try:
+        reconciled = [e.name for e in webhook_settings.ENDPOINTS.values() if e.reconcile_every]
+    except WebhookConfigurationError:
+        reconciled = []  # reported by webhook_ingest.E002
+    if reconciled and not any(
+        isinstance(entry, dict) and entry.get("task") == RECONCILE
+        for entry in (conf.beat_schedule or {}).values()
+    ):
+        messages.append(
+            Warning(
+                f"RECONCILE_EVERY is set for {', '.join(reconciled)}, but {RECONCILE} is not "
+                "in Celery beat's schedule: no reconciliation would run.",
+                hint="Call webhook_worker.celery.configure_celery(app) in the project's "
+                "celery.py, and run celery beat.",
+                id="webhook_worker.W003",
             )
         )
     if conf.task_always_eager and not settings.DEBUG:

@@ -29,8 +29,7 @@ from __future__ import annotations
 
 import logging
 import time
-import traceback as tb
-from dataclasses import dataclass
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 from django.db import DatabaseError, OperationalError, connections, transaction
@@ -41,10 +40,17 @@ from django.utils import timezone
 from webhook_ingest.conf import webhook_settings
 from webhook_ingest.models import WebhookEvent
 
-from . import attempt_sql
+from . import attempt_sql, ordering
+from .attempts import (
+    WORKER_LOST_MESSAGE,
+    AttemptResult,
+    ClaimedAttempt,
+    WorkerLost,
+    error_class_name,
+    record_failure,
+)
+from .handling import run_handlers
 from .models import WebhookAttempt
-from .retry import retry_delay
-from .webhooks import PermanentFailure, call_handlers
 
 logger = logging.getLogger(__name__)
 
@@ -58,49 +64,6 @@ LOCK_WAIT_SECONDS = 3.0
 # A retry message may arrive a little before the due time it was scheduled
 # for (clocks of different workers); earlier than this, it is a stray copy.
 EARLY_SLACK = timedelta(seconds=5)
-
-MAX_ERROR_MESSAGE = 10_000
-MAX_TRACEBACK = 100_000
-
-WORKER_LOST_MESSAGE = (
-    "The worker running this attempt stopped before it finished "
-    "(killed, crashed, or lost its database connection)."
-)
-
-
-@dataclass(frozen=True)
-class AttemptResult:
-    """What happened, and whether the caller should schedule a retry."""
-
-    outcome: str  # succeeded | retry | failed | skipped | missing | busy
-    retry_in: float | None = None
-    # Set when the retry waits in the database (longer than MAX_BROKER_DELAY).
-    due_at: datetime | None = None
-    error: BaseException | None = None
-    detail: str = ""
-
-
-@dataclass(frozen=True)
-class _Attempt:
-    """The attempt row the claim inserted: what the rest of the attempt refers to.
-
-    Not a `WebhookAttempt` instance: the row is written by the claim and
-    finished by an UPDATE; nothing needs the model here.
-    """
-
-    pk: int
-    number: int
-
-
-class WorkerLost(Exception):
-    """The worker running an earlier attempt died; used as the error of a dead-lettered event."""
-
-
-def error_class_name(exc: BaseException) -> str:
-    cls = type(exc)
-    return (
-        cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
-    )
 
 
 class _EventLock:
@@ -139,6 +102,9 @@ class _EventLock:
 def process(event_id: str, trigger: str, worker: str = "", task_id: str = "") -> AttemptResult:
     """Run one attempt at `event_id`. Safe to call any number of times, concurrently."""
     connection = connections[WebhookEvent.objects.db_for_write()]
+    turn = ordering.take_turn(connection, event_id) if webhook_settings.ordering_enabled else None
+    if isinstance(turn, ordering.Wait):
+        return AttemptResult("waiting", detail=turn.detail)
     lock = _EventLock(connection, event_id)
     try:
         # One cursor for the claim and the finish.
@@ -155,14 +121,18 @@ def process(event_id: str, trigger: str, worker: str = "", task_id: str = "") ->
                 return claimed
             assert claimed is not None
             event, attempt = claimed
+            if turn is not None and turn.note:
+                attempt = replace(attempt, note=turn.note)
             return _run(cursor, lock, event, attempt)
     finally:
         lock.release()
+        if turn is not None:
+            turn.release()
 
 
 def _claim(
     cursor: CursorWrapper, lock: _EventLock, event_id: str, trigger: str, worker: str, task_id: str
-) -> tuple[WebhookEvent, _Attempt] | AttemptResult | None:
+) -> tuple[WebhookEvent, ClaimedAttempt] | AttemptResult | None:
     """Take the lock (unless held) and claim the event; None if another session has the lock."""
     connection = lock.connection
     now = timezone.now()
@@ -204,7 +174,7 @@ def _claim(
     if event.status == Status.FAILED:
         logger.error("event %s dead-lettered: its worker died on the last attempt", event_id)
         return AttemptResult("failed", error=WorkerLost(WORKER_LOST_MESSAGE))
-    return event, _Attempt(pk=row[len(fields) + 1], number=event.attempts)
+    return event, ClaimedAttempt(pk=row[len(fields) + 1], number=event.attempts)
 
 
 def _unclaimed(event_id: str, now: datetime, manual: bool) -> AttemptResult:
@@ -219,19 +189,19 @@ def _unclaimed(event_id: str, now: datetime, manual: bool) -> AttemptResult:
     return AttemptResult("skipped", detail=f"already {status}")
 
 
-class _Superseded(Exception):
+class _TakenOver(Exception):
     """Another attempt took the event over; commit nothing."""
 
 
 def _run(
-    cursor: CursorWrapper, lock: _EventLock, event: WebhookEvent, attempt: _Attempt
+    cursor: CursorWrapper, lock: _EventLock, event: WebhookEvent, attempt: ClaimedAttempt
 ) -> AttemptResult:
     started = time.perf_counter()
     try:
         # Everything from here on closes the attempt, whatever raises: the
         # registry, a handler, the finish. Never an event left `processing`.
         with transaction.atomic(using=lock.connection.alias):
-            call_handlers(event)
+            ran = run_handlers(event)
             # Succeeded only if this attempt is still the event's current one
             # (a manual retry may have reset it meanwhile); else roll back.
             # The same statement releases the lock (see finish_sql).
@@ -243,16 +213,19 @@ def _run(
                     "attempt_id": attempt.pk,
                     "now": timezone.now(),
                     "duration_ms": (time.perf_counter() - started) * 1000,
+                    "outcome": ran.outcome,
+                    "skipped": ran.skipped,
+                    "note": _joined(attempt.note, ran.note),
                 },
             )
             marked, _ = cursor.fetchone()
             lock.held = False
             if marked != 1:
-                raise _Superseded
-    except _Superseded:
-        return AttemptResult("skipped", detail="superseded by a later attempt")
+                raise _TakenOver
+    except _TakenOver:
+        return AttemptResult("skipped", detail="taken over by a later attempt")
     except Exception as exc:
-        return _record_failure(lock.connection, event, attempt, exc, started)
+        return record_failure(lock.connection, event, attempt, exc, started)
     # Celery's worker already logs each task's outcome and the attempt log
     # has the details: success is DEBUG.
     logger.debug(
@@ -262,56 +235,5 @@ def _run(
     return AttemptResult("succeeded")
 
 
-def _record_failure(
-    connection: BaseDatabaseWrapper,
-    event: WebhookEvent,
-    attempt: _Attempt,
-    exc: Exception,
-    started: float,
-) -> AttemptResult:
-    duration_ms = (time.perf_counter() - started) * 1000
-    if isinstance(exc, DatabaseError) and not connection.in_atomic_block:
-        # The handlers' connection may be the casualty (killed, server
-        # restarted); record the failure on a fresh one. (Inside a caller's
-        # transaction, a test's, the connection is not ours to close.)
-        connection.close_if_unusable_or_obsolete()
-    delay = None if isinstance(exc, PermanentFailure) else retry_delay(attempt.number)
-    now = timezone.now()
-    due_at = now if delay is None else now + timedelta(seconds=delay)
-    # A retry longer than MAX_BROKER_DELAY waits here, not in the broker.
-    scheduled = delay is not None and delay > webhook_settings.MAX_BROKER_DELAY
-    error_class = error_class_name(exc)
-    message = str(exc)[:MAX_ERROR_MESSAGE]
-    with transaction.atomic(using=connection.alias):
-        updated = WebhookEvent.objects.filter(
-            pk=event.pk, status=Status.PROCESSING, attempts=attempt.number
-        ).update(
-            status=Status.FAILED if delay is None else Status.RETRYING,
-            due_at=due_at,
-            scheduled=scheduled,
-            last_error=f"{error_class}: {message}"[:MAX_ERROR_MESSAGE],
-        )
-        # Only while the attempt is still open: a worker that took the event
-        # over (possible once the finish released the lock, if the commit
-        # then failed) has closed it as lost, and that record stands.
-        WebhookAttempt.objects.filter(pk=attempt.pk, outcome=Outcome.RUNNING).update(
-            outcome=Outcome.FAILED if delay is None else Outcome.RETRY,
-            finished_at=now,
-            duration_ms=duration_ms,
-            error_class=error_class[:255],
-            error_message=message,
-            traceback="".join(tb.format_exception(exc))[-MAX_TRACEBACK:],
-        )
-    if not updated:
-        return AttemptResult("skipped", detail="superseded by a later attempt")
-    if delay is None:
-        logger.error(
-            "event %s (%s) attempt %d failed for good (%s: %s); dead-lettered",
-            event.pk, event.type, attempt.number, error_class, message,
-        )  # fmt: skip
-        return AttemptResult("failed", error=exc)
-    logger.warning(
-        "event %s (%s) attempt %d failed (%s: %s); retrying in %.1fs",
-        event.pk, event.type, attempt.number, error_class, message, delay,
-    )  # fmt: skip
-    return AttemptResult("retry", retry_in=delay, error=exc, due_at=due_at if scheduled else None)
+def _joined(*notes: str) -> str:
+    return "; ".join(note for note in notes if note)

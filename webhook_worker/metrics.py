@@ -21,24 +21,20 @@ configured endpoint names.
 from __future__ import annotations
 
 import logging
-import os
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from celery import current_app
-from django.db import DatabaseError
 from django.db.models import Count, Min
 from django.dispatch import receiver
 from django.utils import timezone
-from prometheus_client import CollectorRegistry, Counter, generate_latest, multiprocess
-from prometheus_client.core import GaugeMetricFamily, Metric
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client import Counter
 
 from webhook_ingest.conf import webhook_settings
 from webhook_ingest.models import WebhookEvent
 from webhook_ingest.signals import delivery_rejected
 
+from . import reconcile
 from .models import WebhookAttempt
 from .sweeper import stale_events
 
@@ -77,8 +73,14 @@ class Snapshot:
 
     # (status, category) -> events
     events: dict[tuple[str, str], int] = field(default_factory=dict)
+    # (style, source) -> events
+    origins: dict[tuple[str, str], int] = field(default_factory=dict)
     # (outcome, trigger) -> attempts
     attempts: dict[tuple[str, str], int] = field(default_factory=dict)
+    # why handlers were skipped (superseded, twin) -> attempts
+    skips: dict[str, int] = field(default_factory=dict)
+    # reconciled endpoint -> its checkpoint and last run (reconcile.status)
+    reconciliation: dict[str, dict[str, Any]] = field(default_factory=dict)
     # unfinished status -> age in seconds of its oldest event (by received_at)
     oldest_age: dict[str, float] = field(default_factory=dict)
     stale: int = 0
@@ -97,7 +99,11 @@ class Snapshot:
 def snapshot(with_attempts: bool = True) -> Snapshot:
     """Read the figures; raises DatabaseError when the database is unreachable."""
     now = timezone.now()
-    snap = Snapshot(events=WebhookEvent.objects.count_by_status_and_category())
+    snap = Snapshot()
+    for key, n in WebhookEvent.objects.count_by_status_category_and_origin().items():
+        status, category, style, source = key
+        snap.events[(status, category)] = snap.events.get((status, category), 0) + n
+        snap.origins[(style, source)] = snap.origins.get((style, source), 0) + n
     oldest = (
         WebhookEvent.objects.unfinished()
         .order_by()
@@ -109,10 +115,17 @@ def snapshot(with_attempts: bool = True) -> Snapshot:
     snap.stale = stale_events(now).count()
     if with_attempts:
         attempts = (
-            WebhookAttempt.objects.order_by().values("outcome", "trigger").annotate(n=Count("pk"))
+            WebhookAttempt.objects.order_by()
+            .values("outcome", "trigger", "skipped")
+            .annotate(n=Count("pk"))
         )
-        for outcome, trigger, n in attempts.values_list("outcome", "trigger", "n"):
-            snap.attempts[(outcome, trigger)] = n
+        for outcome, trigger, skipped, n in attempts.values_list(
+            "outcome", "trigger", "skipped", "n"
+        ):
+            snap.attempts[(outcome, trigger)] = snap.attempts.get((outcome, trigger), 0) + n
+            if skipped:
+                snap.skips[skipped] = snap.skips.get(skipped, 0) + n
+    snap.reconciliation = reconcile.status(now)
     return snap
 
 
@@ -124,93 +137,3 @@ def broker_reachable(timeout: int = 2) -> bool:
     except Exception:
         return False
     return True
-
-
-class DatabaseCollector:
-    """Collects the database figures at scrape time."""
-
-    def __init__(self, broker: bool) -> None:
-        self.broker = broker
-
-    def collect(self) -> Iterator[Metric]:
-        try:
-            snap: Snapshot | None = snapshot()
-        except DatabaseError:
-            snap = None
-        up = GaugeMetricFamily(
-            "webhooks_up",
-            "1 if the component is reachable from this web process.",
-            labels=["component"],
-        )
-        up.add_metric(["database"], 0 if snap is None else 1)
-        up.add_metric(["broker"], 1 if self.broker else 0)
-        yield up
-        if snap is None:
-            return
-        events = GaugeMetricFamily(
-            "webhooks_events",
-            "Stored events by status and type category (the type's first segment).",
-            labels=["status", "category"],
-        )
-        for (status, category), n in sorted(snap.events.items()):
-            events.add_metric([status, category], n)
-        yield events
-        totals = GaugeMetricFamily(
-            "webhooks_events_by_status", "Stored events by status.", labels=["status"]
-        )
-        for status, n in snap.by_status().items():
-            totals.add_metric([status], n)
-        yield totals
-        attempts = GaugeMetricFamily(
-            "webhooks_attempts",
-            "Recorded attempts by outcome (running, succeeded, retry, failed, lost) and trigger.",
-            labels=["outcome", "trigger"],
-        )
-        for (outcome, trigger), n in sorted(snap.attempts.items()):
-            attempts.add_metric([outcome, trigger], n)
-        yield attempts
-        failures = GaugeMetricFamily(
-            "webhooks_attempt_failures",
-            "Recorded attempts that failed (outcome retry, failed or lost).",
-        )
-        failures.add_metric(
-            [],
-            sum(n for (outcome, _), n in snap.attempts.items() if outcome in FAILED_OUTCOMES),
-        )
-        yield failures
-        age = GaugeMetricFamily(
-            "webhooks_oldest_unfinished_age_seconds",
-            "Age (since received) of the oldest pending, processing or retrying event; 0 if none.",
-            labels=["status"],
-        )
-        for status in WebhookEvent.UNFINISHED:
-            age.add_metric([status], snap.oldest_age.get(status, 0.0))
-        yield age
-        stale = GaugeMetricFamily(
-            "webhooks_stale_events",
-            "Unfinished events more than REQUEUE_AFTER past due: the sweeper's backlog.",
-        )
-        stale.add_metric([], snap.stale)
-        yield stale
-
-
-FAILED_OUTCOMES = (
-    WebhookAttempt.Outcome.RETRY,
-    WebhookAttempt.Outcome.FAILED,
-    WebhookAttempt.Outcome.LOST,
-)
-
-
-def multiprocess_enabled() -> bool:
-    return bool(os.environ.get(MULTIPROCESS_ENV))
-
-
-def render() -> tuple[bytes, str]:
-    """The Prometheus text exposition and its content type."""
-    registry = CollectorRegistry()
-    if multiprocess_enabled():
-        multiprocess.MultiProcessCollector(registry)
-    else:
-        registry.register(REJECTIONS)
-    registry.register(DatabaseCollector(broker=broker_reachable()))
-    return generate_latest(registry), CONTENT_TYPE_LATEST

@@ -6,6 +6,8 @@
     body = encode_event(event)                  # pretty-printed, as Stripe sends it
     header = sign_body(body, "whsec_...")       # the Stripe-Signature header value
 
+    thin = build_thin_event("v1.customer.updated", snapshot_event=event["id"])
+
 Payloads come from templates of Stripe's own example objects
 (event_templates/objects.json), adjusted per event type. Importing this
 module needs no Django set-up.
@@ -139,6 +141,72 @@ def build_event(
     }
     if account is not None:
         event["account"] = account
+    return event
+
+
+# Thin event type prefix -> the related object's (type, id prefix, URL path).
+THIN_RELATED: dict[str, tuple[str, str, str]] = {
+    "v1.customer.subscription": ("subscription", "sub", "/v1/subscriptions/"),
+    "v1.customer": ("customer", "cus", "/v1/customers/"),
+    "v1.invoice": ("invoice", "in", "/v1/invoices/"),
+    "v1.payment_intent": ("payment_intent", "pi", "/v1/payment_intents/"),
+    "v1.product": ("product", "prod", "/v1/products/"),
+    "v1.price": ("price", "price", "/v1/prices/"),
+    "v1.billing.meter": ("billing.meter", "mtr", "/v1/billing/meters/"),
+    "v2.core.account": ("v2.core.account", "acct", "/v2/core/accounts/"),
+}
+
+
+def thin_related_object(event_type: str, object_id: str | None = None) -> dict[str, str] | None:
+    """The `related_object` a thin event of this type carries; None for types without one."""
+    for prefix in sorted(THIN_RELATED, key=len, reverse=True):
+        if event_type == prefix or event_type.startswith((f"{prefix}.", f"{prefix}[")):
+            kind, id_prefix, path = THIN_RELATED[prefix]
+            object_id = object_id or random_id(id_prefix)
+            return {"id": object_id, "type": kind, "url": path + object_id}
+    return None
+
+
+def rfc3339(moment: float) -> str:
+    """A Unix time as thin events write `created`: UTC with milliseconds."""
+    whole = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(moment))
+    return f"{whole}.{int(round(moment % 1 * 1000)) % 1000:03d}Z"
+
+
+def build_thin_event(
+    event_type: str,
+    *,
+    event_id: str | None = None,
+    created: float | None = None,
+    livemode: bool = False,
+    context: str | None = None,
+    object_id: str | None = None,
+    related_object: dict[str, str] | None = None,
+    snapshot_event: str | None = None,
+) -> dict[str, Any]:
+    """A thin (v2) event notification of `event_type` as a dict, ready to encode and sign.
+
+    `related_object` defaults to one fitting the type (THIN_RELATED), with
+    `object_id` as its id; `created` is a Unix time (default: now).
+    """
+    event: dict[str, Any] = {
+        "id": event_id or random_id("evt_test", 48),
+        "object": "v2.core.event",
+        "type": event_type,
+        "livemode": livemode,
+        "created": rfc3339(time.time() if created is None else created),
+        "reason": {
+            "type": "request",
+            "request": {"id": random_id("req", 14), "idempotency_key": random_id("idk", 20)},
+        },
+    }
+    related = related_object or thin_related_object(event_type, object_id)
+    if related is not None:
+        event["related_object"] = related
+    if context is not None:
+        event["context"] = context
+    if snapshot_event is not None:
+        event["snapshot_event"] = snapshot_event
     return event
 
 

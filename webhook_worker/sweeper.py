@@ -1,7 +1,8 @@
 """The sweeper, run by beat every minute: publish due retries, and find events the broker lost.
 
 1. Due retries. A retry longer than MAX_BROKER_DELAY waits in the database
-   (`retrying`, `scheduled`, with its due time) instead of in the broker.
+   (`retrying`, `scheduled`, with its due time) instead of in the broker; so
+   does an event waiting for its turn under ORDERING (`pending`, `scheduled`).
    Each run publishes those that are due, without a countdown: a retry
    starts within one sweep interval of its due time, and a burst of due
    retries waits in the broker's queue, never in a worker's memory.
@@ -50,9 +51,11 @@ def stale_events(now: datetime | None = None) -> QuerySet[WebhookEvent]:
 
 
 def due_retries(now: datetime | None = None) -> QuerySet[WebhookEvent]:
-    """Retries waiting in the database that are due."""
+    """Retries (and, with ORDERING, waiting events) kept in the database that are due."""
     now = now or timezone.now()
-    return WebhookEvent.objects.filter(status=Status.RETRYING, scheduled=True, due_at__lte=now)
+    return WebhookEvent.objects.filter(
+        status__in=(Status.RETRYING, Status.PENDING), scheduled=True, due_at__lte=now
+    )
 
 
 @dataclass(frozen=True)

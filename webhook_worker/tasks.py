@@ -17,8 +17,8 @@ from django.db import DatabaseError, close_old_connections
 
 from webhook_ingest.conf import webhook_settings
 
-from . import dispatch, sweeper
-from .celery import PROCESS_EVENT, SWEEP
+from . import dispatch, reconcile, sweeper
+from .celery import PROCESS_EVENT, RECONCILE, SWEEP
 from .enqueue import task_kwargs
 from .models import WebhookAttempt
 from .retry import retry_delay
@@ -104,3 +104,9 @@ def drop_broken_connections(sender: Task | None = None, **kwargs: Any) -> None:
 def requeue_stale() -> int:
     """Publish due retries and re-enqueue events the broker lost (run by beat)."""
     return sweeper.sweep().total
+
+
+@shared_task(name=RECONCILE, ignore_result=True)
+def reconcile_due() -> int:
+    """Run the reconciliations that are due (`RECONCILE_EVERY`); run by beat."""
+    return reconcile.run_due()

@@ -5,6 +5,7 @@
     event = deliver("invoice.paid")             # through the real view, then the handlers
     event = deliver(build_event("invoice.paid", metadata={"order": "42"}))
     event = run_handlers("customer.created")    # stored and handled, without the view
+    event = deliver("v1.customer.updated", endpoint="thin")   # a thin event, to a thin endpoint
 
 Both return the stored `WebhookEvent`, once its handlers have run in this
 process, inside the test's transaction: they work in a plain Django
@@ -24,17 +25,34 @@ from django.urls import reverse
 
 from webhook_ingest.conf import webhook_settings
 from webhook_ingest.models import WebhookEvent
-from webhook_ingest.parsing import parse_event
+from webhook_ingest.parsing import THIN_OBJECT, ParsedEvent, load_payload, parse_event
+from webhook_ingest.thin import parse_thin_event
 
 from . import dispatch
 from .models import WebhookAttempt
-from .stripe_events import build_event, encode_event, sign_body
+from .stripe_events import build_event, build_thin_event, encode_event, sign_body
 
-__all__ = ["build_event", "deliver", "encode_event", "run_handlers", "sign_body"]
+__all__ = [
+    "build_event",
+    "build_thin_event",
+    "deliver",
+    "encode_event",
+    "run_handlers",
+    "sign_body",
+]
 
 
-def _as_event(event: dict[str, Any] | str) -> dict[str, Any]:
-    return build_event(event) if isinstance(event, str) else event
+def _as_event(event: dict[str, Any] | str, endpoint: str) -> dict[str, Any]:
+    """A dict as given; a type, built in the endpoint's style."""
+    if not isinstance(event, str):
+        return event
+    config = webhook_settings.endpoint(endpoint)
+    return build_thin_event(event) if config is not None and config.is_thin else build_event(event)
+
+
+def _parse(body: str) -> ParsedEvent:
+    payload = load_payload(body)
+    return parse_thin_event(payload) if payload.get("object") == THIN_OBJECT else parse_event(body)
 
 
 def _handle(event_id: str, raise_errors: bool) -> WebhookEvent:
@@ -51,13 +69,14 @@ def deliver(
     client: Client | None = None,
     raise_errors: bool = True,
 ) -> WebhookEvent:
-    """POST `event` (a dict, or a type for `build_event`) to the endpoint, then run its handlers.
+    """POST `event` (a dict, or a type for `build_event` / `build_thin_event` by the
+    endpoint's style) to the endpoint, then run its handlers.
 
     The body is signed with the endpoint's first configured secret and goes
     through the project's own URLconf and the real view, exactly as Stripe's
     would. AssertionError if the view does not answer 200.
     """
-    event = _as_event(event)
+    event = _as_event(event, endpoint)
     config = webhook_settings.endpoint(endpoint)
     if config is None or not config.secrets:
         raise ImproperlyConfigured(
@@ -85,11 +104,12 @@ def deliver(
 def run_handlers(
     event: dict[str, Any] | str, *, endpoint: str = "default", raise_errors: bool = True
 ) -> WebhookEvent:
-    """Store `event` (a dict, or a type for `build_event`) unless stored, and run its handlers.
+    """Store `event` (a dict, or a type built in the endpoint's style) unless stored, and
+    run its handlers.
 
     No HTTP and no signature: for tests of the handlers themselves.
     """
-    event = _as_event(event)
+    event = _as_event(event, endpoint)
     body = encode_event(event)
-    WebhookEvent.objects.record(parse_event(body), body, endpoint)
+    WebhookEvent.objects.record(_parse(body), body, endpoint)
     return _handle(event["id"], raise_errors)

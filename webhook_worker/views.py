@@ -10,13 +10,14 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
-from . import metrics
+from . import metrics, prometheus
 
 
 @never_cache
 @require_GET
 def health(request: HttpRequest) -> JsonResponse:
-    """Database and broker reachability, events by status, oldest unfinished age.
+    """Database and broker reachability, events by status, oldest unfinished age, and
+    each reconciled endpoint's checkpoint and last run.
 
     200 when both the database and the broker answer, 503 otherwise. Stuck
     or failed events do not make it unhealthy (restarting the web process
@@ -41,6 +42,8 @@ def health(request: HttpRequest) -> JsonResponse:
             oldest_unfinished_age_seconds=None if age is None else round(age, 3),
             stale_events=snap.stale,
         )
+        if snap.reconciliation:
+            body["reconciliation"] = snap.reconciliation
     return JsonResponse(body, status=200 if healthy else 503)
 
 
@@ -48,5 +51,5 @@ def health(request: HttpRequest) -> JsonResponse:
 @require_GET
 def prometheus_metrics(request: HttpRequest) -> HttpResponse:
     """Prometheus text exposition of the same figures, plus ingest rejections."""
-    payload, content_type = metrics.render()
+    payload, content_type = prometheus.render()
     return HttpResponse(payload, content_type=content_type)

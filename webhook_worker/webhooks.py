@@ -11,8 +11,13 @@
     @webhooks.handler_all                # every event
     def audit(event, **kwargs): ...
 
+    @webhooks.handler("customer.subscription.updated", skip_superseded=True)
+    def sync(event, **kwargs): ...       # not run once a newer event about the object succeeded
+
 Types match by dotted segments: "customer" and "customer.subscription" match
-"customer.subscription.created", "cust" matches nothing. For one event,
+"customer.subscription.created", "cust" matches nothing; a bracketed
+qualifier is one level below its segment (`"v2.core.account"` matches
+`v2.core.account[requirements].updated`). For one event,
 `handler_all` functions run first, then the handlers of each prefix from the
 shortest to the full type, each group in registration order; a function
 registered for several matching types runs once. Any callable is a handler.
@@ -34,7 +39,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import Any, TypeVar, overload
 
-from webhook_ingest.parsing import EVENT_TYPE_RE
+from webhook_ingest.parsing import EVENT_TYPE_RE, type_prefixes
 
 __all__ = [
     "PermanentFailure",
@@ -45,10 +50,12 @@ __all__ = [
     "registrations",
     "registrations_global",
     "registry",
+    "skips_superseded",
 ]
 
 Handler = Callable[..., Any]
 F = TypeVar("F", bound=Handler)
+Snapshot = tuple[dict[str, list[Handler]], list[Handler], dict[int, Handler]]
 
 
 class PermanentFailure(Exception):
@@ -77,14 +84,21 @@ class HandlerRegistry:
     def __init__(self) -> None:
         self.by_type: defaultdict[str, list[Handler]] = defaultdict(list)
         self.every_event: list[Handler] = []
+        # Functions registered with skip_superseded=True, by identity (the
+        # value keeps the function alive, so its id is not reused).
+        self.skip_superseded: dict[int, Handler] = {}
         self._lock = threading.Lock()
 
-    def register(self, func: Handler, event_types: tuple[str, ...]) -> None:
+    def register(
+        self, func: Handler, event_types: tuple[str, ...], skip_superseded: bool = False
+    ) -> None:
         with self._lock:
             for event_type in event_types:
                 funcs = self.by_type[event_type]
                 if not any(f is func for f in funcs):
                     funcs.append(func)
+            if skip_superseded:
+                self.skip_superseded[id(func)] = func
 
     def register_all(self, func: Handler) -> None:
         with self._lock:
@@ -94,10 +108,13 @@ class HandlerRegistry:
     def handlers_for(self, event_type: str) -> tuple[Handler, ...]:
         """The functions to call for `event_type`, in call order, each once."""
         chain: list[Handler] = list(self.every_event)
-        parts = event_type.split(".")
-        for depth in range(1, len(parts) + 1):
-            chain.extend(self.by_type.get(".".join(parts[:depth]), ()))
+        for prefix in type_prefixes(event_type):
+            chain.extend(self.by_type.get(prefix, ()))
         return tuple(_once(chain))
+
+    def skips_superseded(self, func: Handler) -> bool:
+        """Whether `func` was registered with skip_superseded=True."""
+        return self.skip_superseded.get(id(func)) is func
 
     def registered_types(self) -> list[str]:
         return sorted(event_type for event_type, funcs in self.by_type.items() if funcs)
@@ -107,15 +124,22 @@ class HandlerRegistry:
         with self._lock:
             self.by_type.clear()
             self.every_event.clear()
+            self.skip_superseded.clear()
 
-    def snapshot(self) -> tuple[dict[str, list[Handler]], list[Handler]]:
-        return {k: list(v) for k, v in self.by_type.items()}, list(self.every_event)
+    def snapshot(self) -> Snapshot:
+        return (
+            {k: list(v) for k, v in self.by_type.items()},
+            list(self.every_event),
+            dict(self.skip_superseded),
+        )
 
-    def restore(self, snapshot: tuple[dict[str, list[Handler]], list[Handler]]) -> None:
+    def restore(self, snapshot: Snapshot) -> None:
         with self._lock:
             self.by_type.clear()
             self.by_type.update({k: list(v) for k, v in snapshot[0].items()})
             self.every_event[:] = snapshot[1]
+            self.skip_superseded.clear()
+            self.skip_superseded.update(snapshot[2])
 
 
 registry = HandlerRegistry()
@@ -144,14 +168,22 @@ def _validate_types(event_types: tuple[Any, ...]) -> tuple[str, ...]:
     return tuple(event_types)
 
 
-def handler(*event_types: str) -> Callable[[F], F]:
-    """Decorator: run the function for events of these types or type prefixes."""
+def handler(*event_types: str, skip_superseded: bool = False) -> Callable[[F], F]:
+    """Decorator: run the function for events of these types or type prefixes.
+
+    With `skip_superseded=True` the function is not called for an event that
+    is superseded (`event.is_superseded`: a newer event about the same object
+    already succeeded); the attempt history records the skip. A function
+    registered several times skips if any registration asked for it.
+    """
     types = _validate_types(event_types)
+    if not isinstance(skip_superseded, bool):
+        raise TypeError(f"skip_superseded is True or False, got {skip_superseded!r}.")
 
     def decorator(func: F) -> F:
         if not callable(func):
             raise TypeError(f"webhooks.handler decorates functions, got {func!r}.")
-        registry.register(func, types)
+        registry.register(func, types, skip_superseded)
         return func
 
     return decorator
@@ -176,6 +208,11 @@ def handler_all(func: F | None = None) -> F | Callable[[F], F]:
 def handlers_for(event_type: str) -> tuple[Handler, ...]:
     """The registered functions for `event_type`, in the order they will be called."""
     return registry.handlers_for(event_type)
+
+
+def skips_superseded(func: Handler) -> bool:
+    """Whether `func` was registered with `skip_superseded=True`."""
+    return registry.skips_superseded(func)
 
 
 def call_handlers(event: Any) -> None:

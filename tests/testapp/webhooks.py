@@ -18,6 +18,12 @@ it cannot reach into:
 
 Every call appends "event_id handler attempt pid" to HANDLER_LOG first, so
 calls stay visible even when their database writes roll back.
+
+`customer.updated` events also write the object's state twice, once from a
+handler that always runs and once from one that skips superseded events
+(`ObjectState`, handler "plain" and "guarded"): which event's state is left
+shows whether an older event overwrote a newer one. Thin events: `v1.customer`
+handlers fetch the related object from the stand-in for Stripe's API.
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ from django.db import connection, transaction
 
 from webhook_worker import webhooks
 
-from .models import SideEffect
+from .models import ObjectState, SideEffect
 
 
 def log_call(event: Any, name: str) -> None:
@@ -106,3 +112,39 @@ def exact_types(event: Any, **kwargs: Any) -> None:
 @webhooks.handler("customer")
 def registered_twice(event: Any, **kwargs: Any) -> None:
     log_call(event, "twice")
+
+
+def write_state(event: Any, handler: str) -> None:
+    version = str((event.data.get("object", {}).get("metadata") or {}).get("version", ""))
+    ObjectState.objects.update_or_create(
+        object_id=event.object_id,
+        handler=handler,
+        defaults={"event_id": event.id, "version": version},
+    )
+
+
+@webhooks.handler("customer.updated")
+def track_state(event: Any, **kwargs: Any) -> None:
+    log_call(event, "plain")
+    write_state(event, "plain")
+
+
+@webhooks.handler("customer.updated", skip_superseded=True)
+def track_state_guarded(event: Any, **kwargs: Any) -> None:
+    log_call(event, "guarded")
+    write_state(event, "guarded")
+
+
+@webhooks.handler("v1.customer")
+def fetch_customer(event: Any, **kwargs: Any) -> None:
+    """A thin twin's handler: the customer's current state, fetched from Stripe's API."""
+    log_call(event, "v1.customer")
+    customer = event.fetch_related_object()
+    SideEffect.objects.create(
+        event_id=event.id, handler=f"fetched:{customer['email']}"[:64], attempt=event.attempts
+    )
+
+
+@webhooks.handler("v2.core.account")
+def account_events(event: Any, **kwargs: Any) -> None:
+    log_call(event, "v2.core.account")

@@ -13,7 +13,14 @@ from django.urls import NoReverseMatch, reverse
 
 from webhook_ingest.conf import webhook_settings
 from webhook_ingest.models import WebhookEvent
-from webhook_worker.stripe_events import EVENT_TYPES, build_event, encode_event, post_event
+from webhook_worker.stripe_events import (
+    EVENT_TYPES,
+    build_event,
+    build_thin_event,
+    encode_event,
+    post_event,
+    thin_related_object,
+)
 
 # The local server: `make run` sets WEB_PORT when 8000 is taken.
 DEFAULT_BASE_URL = "http://127.0.0.1:{port}"
@@ -23,7 +30,8 @@ class Command(BaseCommand):
     help = (
         "Send a realistic Stripe event of type TYPE, signed with the endpoint's secret "
         "exactly as Stripe signs it, to a running server, and print the response. "
-        "--list shows the types with realistic payloads."
+        "--list shows the types with realistic payloads. To a thin endpoint, a thin event: "
+        "the thin twin of a listed type (v1.customer.updated) or a v2.core.account type."
     )
 
     def add_arguments(self, parser: ArgumentParser) -> None:
@@ -61,21 +69,33 @@ class Command(BaseCommand):
         event_type = options["type"]
         if not event_type:
             raise CommandError("Give an event TYPE (see --list).")
-        if event_type not in EVENT_TYPES:
+        name = options["endpoint"]
+        endpoint = webhook_settings.endpoint(name)
+        thin = endpoint is not None and endpoint.is_thin
+        if thin and thin_related_object(event_type) is None:
+            raise CommandError(
+                f"Endpoint {name!r} receives thin events; {event_type!r} is not a thin type "
+                "this command can build (v1.customer.updated, v2.core.account.updated, ...)."
+            )
+        if not thin and event_type not in EVENT_TYPES:
             raise CommandError(
                 f"No realistic payload for {event_type!r}. Known types: "
                 + ", ".join(sorted(EVENT_TYPES))
             )
         if options["count"] < 1:
             raise CommandError("--count must be at least 1.")
-        name = options["endpoint"]
         secret = options["secret"] or self._secret(name)
         url = options["url"] or self._default_url(name)
         sent = []
         for _ in range(options["count"]):
-            event = build_event(
-                event_type, livemode=options["livemode"], account=options["account"]
-            )
+            if thin:
+                event = build_thin_event(
+                    event_type, livemode=options["livemode"], context=options["account"]
+                )
+            else:
+                event = build_event(
+                    event_type, livemode=options["livemode"], account=options["account"]
+                )
             try:
                 status, response = post_event(url, encode_event(event), secret)
             except OSError as exc:

@@ -1,0 +1,93 @@
+"""Calling an event's handlers inside the attempt's transaction, and which ones to skip.
+
+- Superseded: a handler registered with `skip_superseded=True`, or every
+  handler of an endpoint with `"SKIP_SUPERSEDED": True`, is not called for an
+  event a newer event about the same object has overtaken
+  (`event.is_superseded`).
+- Twins: with `DEDUPLICATE_TWINS`, a snapshot event and its thin twin (the
+  thin event whose `snapshot_event` names it) run handlers once between them.
+  Each takes a transaction-level lock on the pair first, so the second waits
+  for the first to commit, then sees it succeeded and runs nothing.
+
+What was skipped, and why, goes to the attempt (`skipped`, `note`); when no
+handler ran for that reason, the attempt's outcome says so.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.db import connections
+
+from webhook_ingest.conf import webhook_settings
+from webhook_ingest.models import WebhookEvent
+
+from .attempt_sql import TWIN_LOCK_SQL
+from .models import WebhookAttempt
+from .webhooks import Handler, handlers_for, skips_superseded
+
+Outcome, Skip = WebhookAttempt.Outcome, WebhookAttempt.Skip
+
+
+@dataclass(frozen=True)
+class HandlersRun:
+    """How the handlers' part of an attempt ended (when no handler raised)."""
+
+    outcome: str = Outcome.SUCCEEDED
+    skipped: str = Skip.NONE
+    note: str = ""
+
+
+def handler_name(func: Handler) -> str:
+    module = getattr(func, "__module__", None) or type(func).__module__
+    name = getattr(func, "__qualname__", None) or type(func).__qualname__
+    return f"{module}.{name}"
+
+
+def run_handlers(event: WebhookEvent) -> HandlersRun:
+    """Call the event's handlers in order, skipping those the rules above leave out.
+
+    Runs inside the attempt's transaction; a handler's exception propagates.
+    """
+    funcs = handlers_for(event.type)
+    if webhook_settings.DEDUPLICATE_TWINS:
+        twin = handled_twin(event)
+        if twin is not None:
+            return HandlersRun(
+                Outcome.TWIN, Skip.TWIN, f"its twin {twin} already succeeded: no handler ran"
+            )
+    endpoint = webhook_settings.endpoint_or_defaults(event.endpoint)
+    guarded = [f for f in funcs if endpoint.skip_superseded or skips_superseded(f)]
+    skipped = guarded if guarded and event.is_superseded else []
+    skipped_ids = {id(f) for f in skipped}
+    for func in funcs:
+        if id(func) not in skipped_ids:
+            func(event=event)
+    if not skipped:
+        return HandlersRun()
+    names = ", ".join(handler_name(f) for f in skipped)
+    note = f"superseded by {event.superseded_by} (newer, already succeeded): skipped {names}"
+    outcome = Outcome.SUPERSEDED if len(skipped) == len(funcs) else Outcome.SUCCEEDED
+    return HandlersRun(outcome, Skip.SUPERSEDED, note)
+
+
+def handled_twin(event: WebhookEvent) -> str | None:
+    """The id of this event's twin if it already succeeded, under the pair's lock.
+
+    The lock is held until the caller's transaction ends: the twin's attempt,
+    if it starts meanwhile, waits, then finds this one succeeded.
+    """
+    if event.is_thin:
+        snapshot_id = event.snapshot_event
+        if not snapshot_id:
+            return None
+        twins = WebhookEvent.objects.filter(pk=snapshot_id)
+    else:
+        snapshot_id = event.id
+        twins = WebhookEvent.objects.filter(snapshot_event=snapshot_id)
+    with connections[WebhookEvent.objects.db_for_write()].cursor() as cursor:
+        cursor.execute(TWIN_LOCK_SQL, {"event_id": snapshot_id})
+    found: str | None = (
+        twins.filter(status=WebhookEvent.Status.SUCCEEDED).values_list("pk", flat=True).first()
+    )
+    return found
