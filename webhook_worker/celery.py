@@ -101,6 +101,7 @@ def _apply_defaults(sender: Celery, source: Any, **kwargs: Any) -> None:
         if source.get(key) == CELERY_DEFAULTS.get(key):
             source[key] = value
     for key in READ_ON_EVERY_PUBLISH:
-        source[key] = source[key]
+        if key in source:  # broker_pool_acquire_timeout is new in Celery 5.5
+            source[key] = source[key]
     if not source.broker_transport and str(source.broker_url or "").startswith("redis://"):
         source["broker_transport"] = REDIS_TRANSPORT
