@@ -62,6 +62,15 @@ logger = logging.getLogger(__name__)
 Status = WebhookEvent.Status
 Outcome = WebhookAttempt.Outcome
 
+# The event's status once an attempt with this outcome committed.
+STATUS_AFTER = {
+    Outcome.SUCCEEDED: Status.SUCCEEDED,
+    Outcome.SUPERSEDED: Status.SUCCEEDED,
+    Outcome.TWIN: Status.SUCCEEDED,
+    Outcome.RETRY: Status.RETRYING,
+    Outcome.FAILED: Status.FAILED,
+}
+
 # How long a second copy waits for the lock before concluding that a live
 # worker has the event. Long enough for Postgres to notice a killed worker's
 # session and release its lock, short enough not to tie a worker up.
@@ -223,6 +232,8 @@ def _run(
         )
         result, outcome = _handle(cursor, lock, event, attempt, trigger, report)
         report.finished(outcome, result.error)
+    # The instance the signals carry shows the status its attempt committed.
+    event.status = STATUS_AFTER.get(outcome, event.status)
     # Each step above committed (autocommit); inside a caller's transaction
     # (tests), the signals wait for its commit.
     finished = {"event": event, "attempt": attempt.number, "exception": result.error}

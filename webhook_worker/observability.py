@@ -90,5 +90,5 @@ def attempt_report(event: WebhookEvent, attempt: int, trigger: str) -> Iterator[
     )
     with scoped as scope, spanned as span:
         if scope is not None:
-            scope.set_tags(tags)
+            scope.set_tags({key: str(value) for key, value in tags.items()})
         yield AttemptReport(scope, span)
