@@ -12,6 +12,7 @@ worker and the web server are other processes.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,6 +31,12 @@ from sentry_sdk.transport import Transport
 
 from webhook_ingest import signals as ingest_signals
 from webhook_worker import signals as worker_signals
+
+logger = logging.getLogger(__name__)
+
+# A delivery of this type makes the web process report an error to Sentry
+# while it handles the request: what Sentry's Django integration attaches.
+REPORTED_IN_VIEW = "customer.deleted"
 
 SENTRY_FILE = "sentry.jsonl"
 SPANS_FILE = "spans.jsonl"
@@ -118,3 +125,11 @@ def record_signals(directory: Path) -> None:
             append(path, record)
 
         signal.connect(receiver, weak=False, dispatch_uid=f"tests.observability.{name}")
+    ingest_signals.delivery_accepted.connect(
+        report_in_view, weak=False, dispatch_uid="tests.observability.report"
+    )
+
+
+def report_in_view(sender: Any, event_id: str, event_type: str, **kwargs: Any) -> None:
+    if event_type == REPORTED_IN_VIEW:
+        logger.error("reported during the delivery of %s", event_id)
