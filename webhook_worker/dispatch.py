@@ -63,7 +63,7 @@ Status = WebhookEvent.Status
 Outcome = WebhookAttempt.Outcome
 
 # The event's status once an attempt with this outcome committed.
-STATUS_AFTER = {
+STATUS_AFTER: dict[str, str] = {
     Outcome.SUCCEEDED: Status.SUCCEEDED,
     Outcome.SUPERSEDED: Status.SUCCEEDED,
     Outcome.TWIN: Status.SUCCEEDED,
