@@ -190,7 +190,8 @@ def _claim(
         lost = WorkerLost(WORKER_LOST_MESSAGE)
         logger.error(
             "event %s (%s) dead-lettered: its worker died on the last attempt",
-            event_id, event.type, extra=log_fields(event, event.attempts, trigger=trigger),
+            event_id, event.type,
+            exc_info=lost, extra=log_fields(event, event.attempts, trigger=trigger),
         )  # fmt: skip
         _after_commit(
             connection, event_dead_lettered, event=event, attempt=event.attempts, exception=lost

@@ -73,6 +73,7 @@ def run_handlers(event: WebhookEvent, progress: Progress | None = None) -> Handl
         if id(func) not in skipped_ids:
             progress.handler = func
             func(event=event)
+    progress.handler = None  # what raises from here on is not a handler's
     if not skipped:
         return HandlersRun()
     names = ", ".join(handler_name(f) for f in skipped)

@@ -34,6 +34,8 @@ except ImportError:  # optional: the attempt span when the project uses OpenTele
     trace = None  # type: ignore[assignment]
 
 SPAN_NAME = "webhook.attempt"
+# A proxy until the project sets its tracer provider up, then that provider's.
+tracer = trace.get_tracer(__name__) if trace is not None else None
 
 
 def log_fields(event: WebhookEvent | None, attempt: int | None, **more: Any) -> dict[str, Any]:
@@ -80,12 +82,13 @@ def attempt_report(event: WebhookEvent, attempt: int, trigger: str) -> Iterator[
         "webhook.attempt": attempt,
         "webhook.trigger": trigger,
     }
-    scoped: Any = sentry_sdk.new_scope() if sentry_sdk is not None else nullcontext()
+    sentry = sentry_sdk is not None and sentry_sdk.get_client().is_active()
+    scoped: Any = sentry_sdk.new_scope() if sentry else nullcontext()
     spanned: Any = (
-        trace.get_tracer(__name__).start_as_current_span(
+        tracer.start_as_current_span(
             SPAN_NAME, attributes=tags, record_exception=False, set_status_on_exception=False
         )
-        if trace is not None
+        if tracer is not None
         else nullcontext()
     )
     with scoped as scope, spanned as span:
