@@ -235,7 +235,11 @@ def test_a_dead_lettered_event_is_one_error_grouped_by_handler_and_exception(obs
     assert (
         error["fingerprint"] == other["fingerprint"] == ["webhook-handler", HANDLER, "ValueError"]
     )
-    assert permanent_error["fingerprint"] == ["webhook-handler", HANDLER, "PermanentFailure"]
+    assert permanent_error["fingerprint"] == [
+        "webhook-handler",
+        HANDLER,
+        "webhook_worker.webhooks.PermanentFailure",
+    ]
     [exception] = error["exception"]["values"]
     assert (exception["type"], exception["value"]) == ("ValueError", "this handler always fails")
     assert exception["stacktrace"]["frames"][-1]["function"] == "record_every_event"

@@ -73,7 +73,7 @@ from webhook_worker import observability
 assert observability.sentry_sdk is None and observability.trace is None
 event = WebhookEvent(id="evt_without", type="invoice.paid")
 with observability.attempt_report(event, 1, "delivery") as report:
-    report.failing("yourapp.webhooks.on_paid", ValueError("boom"))
+    report.failing("yourapp.webhooks.on_paid", "ValueError")
     report.finished("retry", ValueError("boom"))
 """
 

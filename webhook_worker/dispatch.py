@@ -284,7 +284,7 @@ def _handle(
         return AttemptResult("skipped", detail="taken over by a later attempt"), Outcome.LOST
     except Exception as exc:
         handler = handler_name(progress.handler) if progress.handler else "(no handler)"
-        report.failing(handler, exc)
+        report.failing(handler, error_class_name(exc))
         result = record_failure(lock.connection, event, attempt, exc, started, trigger, handler)
         outcome = {"retry": Outcome.RETRY, "failed": Outcome.FAILED}.get(result.outcome)
         return result, outcome or Outcome.LOST

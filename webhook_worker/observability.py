@@ -56,11 +56,11 @@ class AttemptReport:
         self.scope = scope
         self.span = span
 
-    def failing(self, handler: str, exc: BaseException) -> None:
+    def failing(self, handler: str, error_class: str) -> None:
         """Group what is reported about this failure by handler and exception class."""
         if self.scope is not None:
             self.scope.set_tag("webhook.handler", handler)
-            self.scope.fingerprint = ["webhook-handler", handler, type(exc).__qualname__]
+            self.scope.fingerprint = ["webhook-handler", handler, error_class]
         if self.span is not None:
             self.span.set_attribute("webhook.handler", handler)
 
@@ -75,7 +75,11 @@ class AttemptReport:
 
 @contextmanager
 def attempt_report(event: WebhookEvent, attempt: int, trigger: str) -> Iterator[AttemptReport]:
-    """Run the attempt inside its Sentry scope and its span (each only when installed)."""
+    """Run the attempt inside its Sentry scope and its span.
+
+    The scope only when sentry-sdk is installed and initialised, the span only
+    when OpenTelemetry is installed (a no-op span until a tracer provider is set).
+    """
     tags: dict[str, str | int] = {
         "webhook.event_id": event.pk,
         "webhook.event_type": event.type,
