@@ -278,6 +278,16 @@ def test_a_dead_lettered_event_is_one_error_grouped_by_handler_and_exception(obs
     attempt_span = attempt_spans(observed, first["id"])[-1]  # ended before the signals
     assert attempt_span["attributes"]["webhook.attempt"] == 4
     assert attempt_span["attributes"]["webhook.outcome"] == "failed"
+    # Once its task has ended (its span too), Sentry's Celery integration has
+    # seen the exception the task raised: deduplicated, not a second report.
+    wait_until(
+        lambda: (
+            ancestors(observed.spans(), attempt_span)[:1] == ["run/webhook_worker.process_event"]
+        ),
+        message="the task's span",
+    )
+    untagged = [e for e in observed.sentry_events() if "webhook.event_id" not in e.get("tags", {})]
+    assert untagged == []
 
     # A person retries it: announced once, then one manual attempt.
     result = stack.manage(observed.env, "webhooks_retry", first["id"])
