@@ -34,7 +34,8 @@ except ImportError:  # optional: the attempt span when the project uses OpenTele
     trace = None  # type: ignore[assignment]
 
 SPAN_NAME = "webhook.attempt"
-# A proxy until the project sets its tracer provider up, then that provider's.
+# A proxy until the project sets its tracer provider up (the global provider
+# is a ProxyTracerProvider until then), then that provider's.
 tracer = trace.get_tracer(__name__) if trace is not None else None
 
 
@@ -86,13 +87,17 @@ def attempt_report(event: WebhookEvent, attempt: int, trigger: str) -> Iterator[
         "webhook.attempt": attempt,
         "webhook.trigger": trigger,
     }
+    # Neither costs an attempt anything until the project sets it up.
     sentry = sentry_sdk is not None and sentry_sdk.get_client().is_active()
+    tracing = tracer is not None and not isinstance(
+        trace.get_tracer_provider(), trace.ProxyTracerProvider
+    )
     scoped: Any = sentry_sdk.new_scope() if sentry else nullcontext()
     spanned: Any = (
         tracer.start_as_current_span(
             SPAN_NAME, attributes=tags, record_exception=False, set_status_on_exception=False
         )
-        if tracer is not None
+        if tracing
         else nullcontext()
     )
     with scoped as scope, spanned as span:
