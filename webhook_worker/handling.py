@@ -38,17 +38,26 @@ class HandlersRun:
     note: str = ""
 
 
+@dataclass
+class Progress:
+    """The handler running, or the last one called: after an exception, the one that raised."""
+
+    handler: Handler | None = None
+
+
 def handler_name(func: Handler) -> str:
     module = getattr(func, "__module__", None) or type(func).__module__
     name = getattr(func, "__qualname__", None) or type(func).__qualname__
     return f"{module}.{name}"
 
 
-def run_handlers(event: WebhookEvent) -> HandlersRun:
+def run_handlers(event: WebhookEvent, progress: Progress | None = None) -> HandlersRun:
     """Call the event's handlers in order, skipping those the rules above leave out.
 
-    Runs inside the attempt's transaction; a handler's exception propagates.
+    Runs inside the attempt's transaction; a handler's exception propagates
+    (`progress`, when given, then names the handler that raised it).
     """
+    progress = progress or Progress()
     funcs = handlers_for(event.type)
     if webhook_settings.DEDUPLICATE_TWINS:
         twin = handled_twin(event)
@@ -62,7 +71,9 @@ def run_handlers(event: WebhookEvent) -> HandlersRun:
     skipped_ids = {id(f) for f in skipped}
     for func in funcs:
         if id(func) not in skipped_ids:
+            progress.handler = func
             func(event=event)
+    progress.handler = None  # what raises from here on is not a handler's
     if not skipped:
         return HandlersRun()
     names = ", ".join(handler_name(f) for f in skipped)
