@@ -34,7 +34,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from .hosts import Host, Network, Proc, network, reason_unavailable
+from .hosts import Network, Proc, network, reason_unavailable
 from .services import EmbeddedPostgres, EmbeddedRedis, port_open, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -115,6 +115,8 @@ class Cluster:
             clients=net.cidr,
             settings={
                 "max_connections": "300",
+                # Statements per event, for devstack/meter.py.
+                "shared_preload_libraries": "pg_stat_statements",
                 "tcp_keepalives_idle": str(idle),
                 "tcp_keepalives_interval": str(interval),
                 "tcp_keepalives_count": str(count),
@@ -176,6 +178,7 @@ class Cluster:
     def start_db(self) -> None:
         self.db.start()
         self.db.create_database(DATABASE)
+        self.db.psql("CREATE EXTENSION IF NOT EXISTS pg_stat_statements", DATABASE)
 
     def start_web(self, name: str) -> Proc:
         host = self.hosts[name]
@@ -187,8 +190,9 @@ class Cluster:
         ]  # fmt: skip
         proc = host.start("gunicorn", argv, self.env(), cwd=ROOT)
         wait_until(
-            lambda: _answers(f"http://{host.address}:{WEB_PORT}/webhooks/stripe/")
-            or not proc.alive,
+            lambda: (
+                _answers(f"http://{host.address}:{WEB_PORT}/webhooks/stripe/") or not proc.alive
+            ),
             90,
             f"gunicorn on {name}",
             interval=0.2,
@@ -207,9 +211,7 @@ class Cluster:
             "--without-gossip", "--without-mingle", "--without-heartbeat",
         ]  # fmt: skip
         proc = host.start("worker", argv, self.env(), cwd=ROOT)
-        wait_until(
-            lambda: "ready." in proc.log() or not proc.alive, 90, f"worker on {name}", 0.2
-        )
+        wait_until(lambda: "ready." in proc.log() or not proc.alive, 90, f"worker on {name}", 0.2)
         _check_alive(proc)
         return proc
 
@@ -221,13 +223,9 @@ class Cluster:
             for name in WEB_HOSTS
         )
         config = self.state / "haproxy.cfg"
-        config.write_text(
-            HAPROXY_CONFIG.format(address=lb.address, port=WEB_PORT, servers=servers)
-        )
+        config.write_text(HAPROXY_CONFIG.format(address=lb.address, port=WEB_PORT, servers=servers))
         proc = lb.start("haproxy", ["haproxy", "-db", "-f", str(config)], self.env())
-        wait_until(
-            lambda: port_open(WEB_PORT, lb.address) or not proc.alive, 30, "haproxy", 0.1
-        )
+        wait_until(lambda: port_open(WEB_PORT, lb.address) or not proc.alive, 30, "haproxy", 0.1)
         _check_alive(proc)
         return proc
 
@@ -323,21 +321,21 @@ def cluster(timing: Timing, state: Path | None = None, **options: int) -> Iterat
                 c.stop()
 
 
-def host_of(worker: str) -> str:
-    """The host of an attempt's `worker` ("w1@cluster pid 123" -> "w1")."""
-    return worker.split("@", 1)[0]
-
-
 def main(argv: list[str] | None = None) -> int:
     from . import scenario
 
-    parser = argparse.ArgumentParser(prog="python -m devstack.cluster", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser = argparse.ArgumentParser(
+        prog="python -m devstack.cluster",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--rate", type=float, default=120.0, help="deliveries per second")
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--state", type=Path, help="keep data and logs here")
-    parser.add_argument("--write-docs", action="store_true", help="rewrite docs/scaling.md's result")
+    parser.add_argument(
+        "--write-docs", action="store_true", help="rewrite docs/scaling.md's result"
+    )
     args = parser.parse_args(argv)
     reason = tools_missing()
     if reason:

@@ -183,7 +183,9 @@ class Host:
         ):
             ip("-n", self.netns, *cmd)
 
-    def start(self, name: str, argv: list[str], env: dict[str, str], cwd: Path | None = None) -> Proc:
+    def start(
+        self, name: str, argv: list[str], env: dict[str, str], cwd: Path | None = None
+    ) -> Proc:
         """Start `argv` inside this host (its network namespace)."""
         log = self.network.log_dir / f"{self.name}-{name}-{uuid.uuid4().hex[:6]}.log"
         proc = Proc(name, ["ip", "netns", "exec", self.netns, *argv], env, log, cwd).start()

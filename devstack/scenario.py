@@ -34,6 +34,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +43,8 @@ import requests
 
 from webhook_worker.stripe_events import build_event, encode_event, sign_body
 
-from .cluster import DATABASE, Cluster, Timing, cluster, host_of
+from . import meter
+from .cluster import DATABASE, Cluster, Timing, cluster
 
 # The signing secret of the test settings' default endpoint (tests/constants.py).
 SECRET = "whsec_test_current_0123456789abcdef"
@@ -114,7 +116,7 @@ def query(url: str, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...
             if conn is None or conn.closed:
                 conn = _local.conn = psycopg.connect(url, autocommit=True, connect_timeout=3)
             with conn.cursor() as cursor:
-                cursor.execute(sql, params)  # type: ignore[arg-type]
+                cursor.execute(sql, params)
                 return cursor.fetchall() if cursor.description else []
         except psycopg.OperationalError:
             _local.conn = None
@@ -147,6 +149,7 @@ class Poster:
         self.url, self.deliveries, self.plan = url, deliveries, plan
         self.extra: list[Delivery] = []  # the faults' own events
         self.sent = 0
+        self.acknowledged = 0
         self.finished = threading.Event()
         self._lock = threading.Lock()
         self._sessions = threading.local()
@@ -187,6 +190,8 @@ class Poster:
                 delivery.status = 0
             if 200 <= delivery.status < 300:
                 delivery.duplicate = bool(response.json().get("duplicate"))
+                with self._lock:
+                    self.acknowledged += 1
                 return
             if time.monotonic() > deadline:
                 return
@@ -222,7 +227,9 @@ class Fault:
     note: str = ""
 
 
-def running_attempts(c: Cluster, host: str, among: list[str] | None = None) -> list[tuple[str, int]]:
+def running_attempts(
+    c: Cluster, host: str, among: list[str] | None = None
+) -> list[tuple[str, int]]:
     sql = (
         "SELECT event_id, number FROM webhook_worker_webhookattempt "
         "WHERE outcome = 'running' AND worker LIKE %s"
@@ -240,10 +247,12 @@ def link_down_mid_handler(c: Cluster, poster: Poster, timing: Timing) -> Fault:
     for _ in range(10):
         # Events whose handler runs SLEEP seconds: cut the link while one runs on w1.
         sleepers = poster.deliver_extra(f"sleep:{SLEEP:g}", 6)
+
+        def sleeper_on_w1(among: list[str] = sleepers) -> list[tuple[str, int]]:
+            return running_attempts(c, "w1", among)
+
         try:
-            running = wait_for(
-                lambda s=sleepers: running_attempts(c, "w1", s), 30, "a sleeper on w1", 0.02
-            )
+            running = wait_for(sleeper_on_w1, 30, "a sleeper on w1", 0.02)
         except TimeoutError:
             continue
         host.link_down()
@@ -314,17 +323,23 @@ class Report:
     plan: Plan
     timing: Timing
     figures: dict[str, Any] = field(default_factory=dict)
-    faults: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    # What an event cost each role before the first fault (devstack/meter.py).
+    per_event: dict[str, float] = field(default_factory=dict)
+    faults: list[Fault] = field(default_factory=list)
+    costs: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # by fault
     problems: list[str] = field(default_factory=list)
 
     def text(self) -> str:
         lines = ["cluster run:"]
         lines += [f"  {k:<46} {v}" for k, v in self.figures.items()]
+        lines.append("  cost per event, before the first fault:")
+        lines += [f"    {k:<44} {v:,.2f}" for k, v in self.per_event.items()]
         lines.append("  what each fault cost:")
-        for name, costs in self.faults:
+        for name, costs in self.costs:
             lines.append(f"    {name}: " + ", ".join(f"{k} {v}" for k, v in costs.items()))
         lines.append(
-            "  problems: " + ("none" if not self.problems else "\n    " + "\n    ".join(self.problems))
+            "  problems: "
+            + ("none" if not self.problems else "\n    " + "\n    ".join(self.problems))
         )
         return "\n".join(lines)
 
@@ -347,10 +362,19 @@ def _run(c: Cluster, plan: Plan, timing: Timing, report: Report) -> None:
     faults: list[Fault] = []
     fault_error: list[BaseException] = []
 
+    def sent(share: float) -> bool:
+        return poster.sent >= share * len(deliveries)
+
     def inject() -> None:
         try:
+            # A steady stretch first: what each event costs, without faults.
+            wait_for(partial(sent, 0.02), GIVE_UP, "deliveries")
+            before, acked = meter.snapshot(c, query), poster.acknowledged
+            wait_for(partial(sent, plan.fault_marks[0]), GIVE_UP, "deliveries")
+            after = meter.snapshot(c, query)
+            report.per_event = meter.per_event(before, after, poster.acknowledged - acked)
             for mark, fault in zip(plan.fault_marks, FAULTS, strict=True):
-                wait_for(lambda m=mark: poster.sent >= m * len(deliveries), GIVE_UP, "deliveries")
+                wait_for(partial(sent, mark), GIVE_UP, "deliveries")
                 faults.append(fault(c, poster, timing))
         except BaseException as exc:
             fault_error.append(exc)
@@ -363,6 +387,7 @@ def _run(c: Cluster, plan: Plan, timing: Timing, report: Report) -> None:
     injector.join()
     if fault_error:
         raise fault_error[0]
+    report.faults = faults
 
     acked = {d.event_id: d.event_type for d in poster.all() if 200 <= d.status < 300}
     ids = list(acked)
@@ -393,10 +418,18 @@ def _check(
     ids = list(acked)
     never_acked = [d.event_id for d in poster.all() if not 200 <= d.status < 300]
     if never_acked:
-        report.problems.append(f"{len(never_acked)} deliveries never acknowledged: {never_acked[:5]}")
+        report.problems.append(
+            f"{len(never_acked)} deliveries never acknowledged: {never_acked[:5]}"
+        )
     statuses = Counter(
-        dict(query(url, "SELECT status, count(*) FROM webhook_ingest_webhookevent "
-                        "WHERE id = ANY(%s) GROUP BY status", [ids]))  # fmt: skip
+        dict(
+            query(
+                url,
+                "SELECT status, count(*) FROM webhook_ingest_webhookevent "
+                "WHERE id = ANY(%s) GROUP BY status",
+                [ids],
+            )
+        )  # fmt: skip
     )
     if statuses["succeeded"] != len(ids):
         report.problems.append(f"acknowledged events by status: {dict(statuses)}")
@@ -406,7 +439,9 @@ def _check(
     )
     effects = Counter({(e, h): n for e, h, n in rows})
     expected = {
-        (e, h) for e, t in acked.items() for h in (("all", "exact") if t in EXACT_TYPES else ("all",))
+        (e, h)
+        for e, t in acked.items()
+        for h in (("all", "exact") if t in EXACT_TYPES else ("all",))
     }
     missing = [k for k in expected if k not in effects]
     doubled = [(k, n) for k, n in effects.items() if n > 1]
@@ -451,15 +486,17 @@ def _figures(
 ) -> None:
     url = c.db.url(DATABASE)
     ids = list(acked)
-    waits = [
-        float(w)
-        for (w,) in query(
+    received_waits = [
+        (float(at), float(w))
+        for at, w in query(
             url,
-            "SELECT extract(epoch FROM processed_at - received_at) "
-            "FROM webhook_ingest_webhookevent WHERE id = ANY(%s) AND processed_at IS NOT NULL",
+            "SELECT extract(epoch FROM received_at), "
+            "extract(epoch FROM processed_at - received_at) FROM webhook_ingest_webhookevent"
+            " WHERE id = ANY(%s) AND processed_at IS NOT NULL",
             [ids],
         )
     ]
+    waits = [w for _, w in received_waits]
     attempts = query(
         url,
         "SELECT event_id, number, outcome, "
@@ -468,8 +505,9 @@ def _figures(
         [ids],
     )
     claimed = query(
-        url, "SELECT coalesce(sum(attempts), 0) FROM webhook_ingest_webhookevent "
-             "WHERE id = ANY(%s)", [ids]  # fmt: skip
+        url,
+        "SELECT coalesce(sum(attempts), 0) FROM webhook_ingest_webhookevent WHERE id = ANY(%s)",
+        [ids],  # fmt: skip
     )[0][0]
     flaky = {e for e in acked if first_attempt_fails(e, report.plan.fail_percent)}
     windows = sorted(faults, key=lambda f: f.started)
@@ -491,6 +529,9 @@ def _figures(
             extra[window(float(at))] += 1
             by_outcome.setdefault(window(float(at)), Counter())[outcome] += 1
     resent: Counter[str] = Counter(window(t) for d in poster.all() for t in d.resent_at)
+    longest: dict[str, float] = {}
+    for at, wait in received_waits:
+        longest[window(at)] = max(wait, longest.get(window(at), 0.0))
     deliveries = len(poster.deliveries)
     unique = len({d.event_id for d in poster.deliveries})
     report.figures.update(
@@ -514,13 +555,14 @@ def _figures(
             "extra attempts": extra[name],
             "by outcome": dict(by_outcome.get(name, {})) or "-",
             "deliveries resent": resent[name],
+            "longest wait of an event received in it s": round(longest.get(name, 0.0), 1),
         }
         fault = next((f for f in windows if f.name == name), None)
         if fault is not None:
             costs["lasted s"] = round(fault.ended - fault.started, 1)
             if fault.note:
                 costs["note"] = fault.note.lstrip("; ")
-        report.faults.append((name, costs))
+        report.costs.append((name, costs))
 
 
 def _clock(moment: float) -> str:
