@@ -43,7 +43,7 @@ import requests
 
 from webhook_worker.stripe_events import build_event, encode_event, sign_body
 
-from . import meter
+from . import capacity, meter
 from .cluster import DATABASE, Cluster, Timing, cluster
 
 # The signing secret of the test settings' default endpoint (tests/constants.py).
@@ -388,6 +388,9 @@ def _run(c: Cluster, plan: Plan, timing: Timing, report: Report) -> None:
     if fault_error:
         raise fault_error[0]
     report.faults = faults
+    late = [f.name for f in faults if f.started > posted]
+    if late:
+        report.problems.append(f"faults after the last delivery (lower the rate): {late}")
 
     acked = {d.event_id: d.event_type for d in poster.all() if 200 <= d.status < 300}
     ids = list(acked)
@@ -509,6 +512,13 @@ def _figures(
         "SELECT coalesce(sum(attempts), 0) FROM webhook_ingest_webhookevent WHERE id = ANY(%s)",
         [ids],  # fmt: skip
     )[0][0]
+    ((stored, durations),) = query(
+        url,
+        "SELECT pg_total_relation_size('webhook_ingest_webhookevent') "
+        "+ pg_total_relation_size('webhook_worker_webhookattempt'), "
+        "percentile_cont(0.5) WITHIN GROUP (ORDER BY duration_ms) "
+        "FROM webhook_worker_webhookattempt WHERE outcome = 'succeeded'",
+    )
     flaky = {e for e in acked if first_attempt_fails(e, report.plan.fail_percent)}
     windows = sorted(faults, key=lambda f: f.started)
 
@@ -548,6 +558,8 @@ def _figures(
             "attempts recorded": len(attempts),
             "attempts claimed (events' attempt counters)": claimed,
             "sweeper's window, s": report.timing.sweeper_window,
+            "median succeeded attempt, ms": round(float(durations or 0), 1),
+            "stored bytes per event (events, attempts, indexes)": round(stored / len(ids)),
         }
     )
     for name in ["before the first fault", *(f.name for f in windows)]:
@@ -584,7 +596,8 @@ def write_docs(report: Report, path: Path, started: str) -> None:
     text = path.read_text()
     block = (
         f"{BEGIN}\n`make cluster`, {started}: {report.plan.events:,} deliveries at "
-        f"{report.plan.rate:g}/s from {report.plan.clients} clients.\n\n```\n"
+        f"{report.plan.rate:g}/s from {report.plan.clients} clients.\n\n"
+        f"{capacity.tables(report.per_event, report.figures)}\n\n```\n"
         f"{report.text()}\n```\n{END}"
     )
     pattern = re.compile(re.escape(BEGIN) + ".*?" + re.escape(END), re.S)

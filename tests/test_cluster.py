@@ -2,7 +2,7 @@
 
 Two web hosts behind haproxy, three worker hosts each running beat's
 schedule (`celery worker -B`), a database host and a broker host, each a
-network namespace. 600 deliveries (10 % duplicates, 20 % of first attempts
+network namespace. 800 deliveries (10 % duplicates, 20 % of first attempts
 failing) while a worker host's link goes down mid-handler, a web host is
 killed, a worker host is killed with its beat, the broker restarts empty and
 the database restarts. `make cluster` is the same with 20,000.
@@ -19,7 +19,7 @@ from devstack.cluster import Timing, tools_missing
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 
-EVENTS = int(os.environ.get("CLUSTER_TEST_EVENTS", "600"))
+EVENTS = int(os.environ.get("CLUSTER_TEST_EVENTS", "800"))
 
 
 def test_every_acknowledged_event_succeeds_once_while_hosts_fail():
