@@ -330,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--events", type=int, default=20_000)
-    parser.add_argument("--rate", type=float, default=120.0, help="deliveries per second")
+    parser.add_argument("--rate", type=float, default=50.0, help="deliveries per second")
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--state", type=Path, help="keep data and logs here")
     parser.add_argument(

@@ -10,8 +10,8 @@ they arrive, in order:
    whose handler sleeps 3 s), for longer than the sweeper's window, then
    comes back;
 2. a web host is killed (its gunicorn SIGKILLed), then started again;
-3. a worker host is killed, its beat with it, and stays down past the
-   sweeper's window; then it is started again;
+3. a worker host is killed while one of its handlers runs, its beat with
+   it, and stays down past the sweeper's window; then it is started again;
 4. the broker host restarts empty;
 5. the database host restarts.
 
@@ -54,6 +54,7 @@ TYPES = ("customer.created", "invoice.paid", "customer.subscription.created", "c
 EXACT_TYPES = {"customer.subscription.created", "invoice.paid"}
 SLEEP = 3.0  # seconds the handler of the link fault's events runs
 GIVE_UP = 600.0  # a client stops resending a delivery after this long
+RETRY_JITTER = 0.2  # tests.settings' STRIPE_WEBHOOKS["RETRY_JITTER"]
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,7 @@ class Plan:
     """The load: how many deliveries, how fast, and when the faults start."""
 
     events: int = 20_000
-    rate: float = 120.0  # deliveries per second, from all clients together
+    rate: float = 50.0  # deliveries per second, from all clients together
     clients: int = 16
     duplicate_share: float = 0.10
     fail_percent: int = 20
@@ -225,6 +226,9 @@ class Fault:
     # must start again within the sweeper's window.
     interrupted: list[tuple[str, int]] = field(default_factory=list)
     note: str = ""
+    # The longest an event unfinished or arriving meanwhile waited after the
+    # fault began, until its successful attempt started.
+    delay: float = 0.0
 
 
 def running_attempts(
@@ -241,26 +245,28 @@ def running_attempts(
     return [(r[0], r[1]) for r in query(c.db.url(DATABASE), sql, params)]
 
 
+def sleeper_running_on(c: Cluster, poster: Poster, host: str) -> list[tuple[str, int]]:
+    """Send events whose handler runs SLEEP seconds until one runs on `host`; its attempt."""
+    for _ in range(10):
+        sleepers = poster.deliver_extra(f"sleep:{SLEEP:g}", 6)
+
+        def running(among: list[str] = sleepers) -> list[tuple[str, int]]:
+            return running_attempts(c, host, among)
+
+        try:
+            found: list[tuple[str, int]] = wait_for(running, 30, f"a handler on {host}", 0.02)
+        except TimeoutError:
+            continue
+        return found
+    raise RuntimeError(f"no handler ran on {host}")
+
+
 def link_down_mid_handler(c: Cluster, poster: Poster, timing: Timing) -> Fault:
     fault = Fault("w1's link down mid-handler, then back")
     host = c.hosts["w1"]
-    for _ in range(10):
-        # Events whose handler runs SLEEP seconds: cut the link while one runs on w1.
-        sleepers = poster.deliver_extra(f"sleep:{SLEEP:g}", 6)
-
-        def sleeper_on_w1(among: list[str] = sleepers) -> list[tuple[str, int]]:
-            return running_attempts(c, "w1", among)
-
-        try:
-            running = wait_for(sleeper_on_w1, 30, "a sleeper on w1", 0.02)
-        except TimeoutError:
-            continue
-        host.link_down()
-        fault.started = time.time()
-        fault.interrupted = running
-        break
-    else:
-        raise RuntimeError("no handler ran on w1 to cut its link under")
+    fault.interrupted = sleeper_running_on(c, poster, "w1")
+    host.link_down()
+    fault.started = time.time()
     down_for = timing.sweeper_window + timing.sweep_interval
     time.sleep(down_for)
     host.link_up()
@@ -283,13 +289,9 @@ def kill_web_host(c: Cluster, poster: Poster, timing: Timing) -> Fault:
 
 def kill_worker_host(c: Cluster, poster: Poster, timing: Timing) -> Fault:
     fault = Fault("w2 killed with its beat, started again")
-    try:
-        wait_for(lambda: running_attempts(c, "w2"), 10, "an attempt on w2", 0.02)
-    except TimeoutError:
-        pass  # killed idle: nothing interrupted
+    fault.interrupted = sleeper_running_on(c, poster, "w2")
     fault.started = time.time()
     c.kill_host("w2")
-    fault.interrupted = running_attempts(c, "w2")
     down_for = timing.sweeper_window + timing.sweep_interval
     time.sleep(down_for)
     c.start_worker("w2")
@@ -454,10 +456,35 @@ def _check(
             f"handler rows: {len(missing)} missing e.g. {missing[:3]}, {len(doubled)} written "
             f"twice e.g. {doubled[:3]}, {len(unexpected)} unexpected e.g. {unexpected[:3]}"
         )
-    # Interrupted attempts start again within the sweeper's window (plus one
-    # sweep for the sweep task itself to reach a worker).
-    bound = timing.sweeper_window + timing.sweep_interval
+    # Interrupted attempts start again within the sweeper's window (plus a
+    # moment for the sweep's message and then the event's to reach a worker),
+    # and no event that was unfinished or arrived while a fault lasted waits
+    # longer than that after it began, besides the retry that an event
+    # failing its first attempt waits anyway (its delay, with jitter, until a
+    # sweep publishes it).
+    bound = timing.sweeper_window + max(timing.sweep_interval, 2.0)
+    retry = timing.retry_schedule[0] * (1 + RETRY_JITTER) + timing.sweep_interval
     for fault in faults:
+        # From the fault (or the event's arrival) to the start of its successful attempt.
+        rows = query(
+            url,
+            "SELECT e.id, extract(epoch FROM a.started_at) - greatest(extract(epoch FROM "
+            "e.received_at), %s) FROM webhook_ingest_webhookevent e "
+            "JOIN webhook_worker_webhookattempt a ON a.event_id = e.id AND a.outcome = 'succeeded' "
+            "WHERE e.id = ANY(%s) AND e.received_at BETWEEN to_timestamp(%s) AND to_timestamp(%s)",
+            [fault.started, ids, fault.started - bound, fault.ended],
+        )
+        late = []
+        for event_id, delay in rows:
+            fault.delay = max(fault.delay, float(delay or 0))
+            flaky = first_attempt_fails(event_id, report.plan.fail_percent)
+            if float(delay or 0) > bound + (retry if flaky else 0):
+                late.append(f"{event_id} {float(delay):.1f} s")
+        if late:
+            report.problems.append(
+                f"{fault.name}: {len(late)} events waited longer than {bound:g} s after it "
+                f"began ({retry:g} s more for a failing first attempt), e.g. {late[:3]}"
+            )
         for event_id, number in fault.interrupted:
             rows = query(
                 url,
@@ -572,6 +599,7 @@ def _figures(
         fault = next((f for f in windows if f.name == name), None)
         if fault is not None:
             costs["lasted s"] = round(fault.ended - fault.started, 1)
+            costs["longest delay it caused s"] = round(fault.delay, 1)
             if fault.note:
                 costs["note"] = fault.note.lstrip("; ")
         report.costs.append((name, costs))

@@ -43,5 +43,6 @@ def test_every_acknowledged_event_succeeds_once_while_hosts_fail():
         "database restarted",
     ]
     assert report.faults[0].interrupted, "the link went down while no handler ran on w1"
+    assert report.faults[2].interrupted, "w2 was killed while no handler ran on it"
     unique = EVENTS - int(EVENTS * plan.duplicate_share)
     assert report.figures["events acknowledged"] >= unique
