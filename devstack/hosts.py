@@ -67,6 +67,10 @@ def _remove_network(number: int) -> None:
             ip("link", "del", name, check=False)
     for name in ip("netns", "list").stdout.split():
         if name.startswith(f"{PREFIX}{number}-"):
+            # Processes left in it by a run that was killed go with it.
+            for pid in ip("netns", "pids", name, check=False).stdout.split():
+                with suppress(ProcessLookupError, ValueError):
+                    os.kill(int(pid), signal.SIGKILL)
             ip("netns", "del", name, check=False)
     ip("link", "del", f"{PREFIX}{number}br", check=False)
     (OWNERS / str(number)).unlink(missing_ok=True)
