@@ -16,9 +16,10 @@ deliveries, health, metrics, the admin's list, filters, searches and event
 page, and one run of the sweeper.
 
 Then, per event: N new deliveries, then an attempt at each (the worker's
-code, `dispatch.process`, called in this process): SQL statements sent,
-WAL bytes written (pg_current_wal_lsn) and CPU of Postgres (/proc) and of
-this process, each divided by N.
+code, `dispatch.process`, called in this process): SQL statements sent
+(BEGIN and COMMIT aside), WAL bytes written (pg_current_wal_lsn), CPU of
+Postgres (/proc) and of this process, and the calls and time of the
+counting triggers' functions (pg_stat_user_functions), each divided by N.
 
 Printed, and written to docs/benchmarks.md between the bench:growth markers.
 """
@@ -233,6 +234,22 @@ def wal_lsn(db: Any) -> int:
     return int(row[0])
 
 
+def trigger_stats(db: Any) -> tuple[int, float]:
+    """Calls of the counting triggers' functions, and their time in ms (track_functions)."""
+    from django.db import connection
+
+    # Django's session reports its statistics now, not when next idle.
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_stat_force_next_flush()")
+        cursor.execute("SELECT 1")
+    db.execute("SELECT pg_stat_clear_snapshot()")
+    row = db.execute(
+        "SELECT coalesce(sum(calls), 0), coalesce(sum(self_time), 0) FROM pg_stat_user_functions "
+        "WHERE funcname IN ('webhook_event_count', 'webhook_attempt_count')"
+    ).fetchone()
+    return int(row[0]), float(row[1])
+
+
 def per_event(bench: Any, requests: Requests, count: int) -> dict[str, dict[str, float]]:
     """Statements, WAL bytes and CPU ms per event: of a delivery, and of a successful attempt."""
     from django.db import connection
@@ -253,6 +270,7 @@ def per_event(bench: Any, requests: Requests, count: int) -> dict[str, dict[str,
     def measure(name: str, run: Callable[[], None]) -> None:
         nonlocal statements
         statements = 0
+        calls, spent = trigger_stats(bench.db)
         wal, pg, own = wal_lsn(bench.db), postgres_cpu(bench), time.process_time()
         with connection.execute_wrapper(counter):
             run()
@@ -262,6 +280,9 @@ def per_event(bench: Any, requests: Requests, count: int) -> dict[str, dict[str,
             "postgres_cpu_ms": (postgres_cpu(bench) - pg) * 1000 / count,
             "python_cpu_ms": (time.process_time() - own) * 1000 / count,
         }
+        calls_after, spent_after = trigger_stats(bench.db)
+        results[name]["trigger_calls"] = (calls_after - calls) / count
+        results[name]["trigger_ms"] = (spent_after - spent) / count
 
     def deliveries() -> None:
         for _ in range(count):
@@ -295,15 +316,16 @@ def render(sizes: list[int], results: dict[int, dict[str, float]], costs: dict[i
         "",
         f"Per event ({args.per_event:,} deliveries, then an attempt at each):",
         "",
-        "| per event | table size | SQL statements | WAL bytes | Postgres CPU | "
-        "this process's CPU |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| per event | table size | SQL statements sent | WAL bytes | Postgres CPU | "
+        "counting triggers: calls, time | this process's CPU |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for size in sizes:
         for name, row in costs[size].items():
             lines.append(
                 f"| {name} | {size:,} | {row['statements']:.1f} | {row['wal_bytes']:,.0f} | "
-                f"{row['postgres_cpu_ms']:.2f} ms | {row['python_cpu_ms']:.2f} ms |"
+                f"{row['postgres_cpu_ms']:.2f} ms | {row['trigger_calls']:.1f}, "
+                f"{row['trigger_ms']:.3f} ms | {row['python_cpu_ms']:.2f} ms |"
             )
     return "\n".join(lines)
 
@@ -332,6 +354,8 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[int, dict[str, float]] = {}
     costs: dict[int, Any] = {}
     with django_bench("bench-growth") as bench:
+        bench.db.execute("ALTER SYSTEM SET track_functions = 'pl'")
+        bench.db.execute("SELECT pg_reload_conf()")
         requests = Requests(bench.secret, bench.db)
         seeded = 0
         for size in sizes:
