@@ -11,8 +11,8 @@ from typing import Any
 import psycopg
 import pytest
 from django.contrib.auth.models import User
-from django.db import connection, connections
 from django.core.paginator import InvalidPage
+from django.db import connection, connections
 from django.db.models import Count, Q, Sum
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
@@ -254,4 +254,3 @@ def test_health_metrics_and_the_admins_list_read_neither_table_in_full(admin_cli
             plan = "\n".join(row[0] for row in cursor.fetchall())
             for table in (WebhookEvent._meta.db_table, WebhookAttempt._meta.db_table):
                 assert f"Seq Scan on {table}" not in plan, f"{sql}\n{plan}"
-
