@@ -122,7 +122,7 @@ def seed(db: Any, start: int, stop: int) -> None:
                                + i * interval '{SECONDS_PER_EVENT} seconds' AS at,
                            (i * 2654435761) % 100 AS pick, {STATUS_SQL} AS status
                     FROM (SELECT i, (i * 40503) % 10000 AS h
-                          FROM generate_series({low + 1}, {high}) AS i) AS n
+                          FROM generate_series({low + 1}::bigint, {high}) AS i) AS n
                 ) AS e JOIN bench_types t ON e.pick >= t.lo AND e.pick < t.hi
                 RETURNING id, status, received_at, processed_at
             )

@@ -2,11 +2,14 @@
 
 Health, metrics and the admin read counts per status, type, endpoint, style
 and source from `EventCount` instead of aggregating the events table. Postgres
-triggers keep it, in the transaction of the change they count: after each
-inserted and deleted row, after each update that moves a row to another key
-(the trigger's WHEN clause skips the others without calling the function),
-and a truncate empties it. Each database session writes rows of its own (its
-backend pid), so no session waits on another's count.
+triggers keep it, in the transaction of the change they count: one
+statement-level trigger per insert, update and delete on the events table,
+and a truncate trigger that empties it. Statement-level, with transition
+tables: a statement changing a thousand rows (pruning, a retry of many)
+writes each count once, where a row-level trigger would update the same
+count row a thousand times in one transaction, each new version stepping
+over all the earlier ones. Each database session writes rows of its own
+(its backend pid): no session waits on another's count.
 
 Installing takes a SHARE ROW EXCLUSIVE lock on the events table: reads go on,
 writes wait until the existing events are counted (one pass over the table,
@@ -23,30 +26,33 @@ from django.db import migrations, models
 
 EVENTS = "webhook_ingest_webhookevent"
 COUNTS = "webhook_ingest_eventcount"
-KEY = ["status", "type", "endpoint", "style", "source"]
+KEY = "status, type, endpoint, style, source"
 NAME = "webhook_event_count"
 
 
-def counting_sql(table: str, counts: str, key: list[str], name: str) -> list[str]:
+def counting_sql(table: str, counts: str, key: str, name: str) -> list[str]:
     """The statements that install counting of `table`'s rows per `key` into `counts`."""
-    columns = ", ".join(key)
     upsert = (
-        f"INSERT INTO {counts} AS c ({columns}, session, n) VALUES {{rows}} "
-        f"ON CONFLICT ({columns}, session) DO UPDATE SET n = c.n + excluded.n;"
+        f"INSERT INTO {counts} AS c ({key}, session, n) {{rows}} "
+        f"ON CONFLICT ({key}, session) DO UPDATE SET n = c.n + excluded.n;"
     )
-    old = ", ".join(f"OLD.{column}" for column in key) + ", pg_backend_pid(), -1"
-    new = ", ".join(f"NEW.{column}" for column in key) + ", pg_backend_pid(), 1"
-    changed = " OR ".join(f"OLD.{column} IS DISTINCT FROM NEW.{column}" for column in key)
+    added = f"SELECT {key}, pg_backend_pid(), count(*) FROM new_rows GROUP BY {key}"
+    removed = f"SELECT {key}, pg_backend_pid(), -count(*) FROM old_rows GROUP BY {key}"
+    changed = (
+        f"SELECT {key}, pg_backend_pid(), sum(d) FROM ("
+        f"SELECT {key}, 1 AS d FROM new_rows UNION ALL SELECT {key}, -1 FROM old_rows"
+        f") AS changes GROUP BY {key} HAVING sum(d) <> 0"
+    )
     return [
         f"LOCK TABLE {table} IN SHARE ROW EXCLUSIVE MODE",
         f"""CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$
         BEGIN
             IF TG_OP = 'INSERT' THEN
-                {upsert.format(rows=f"({new})")}
+                {upsert.format(rows=added)}
             ELSIF TG_OP = 'DELETE' THEN
-                {upsert.format(rows=f"({old})")}
+                {upsert.format(rows=removed)}
             ELSE
-                {upsert.format(rows=f"({old}), ({new})")}
+                {upsert.format(rows=changed)}
             END IF;
             RETURN NULL;
         END $$""",
@@ -56,17 +62,17 @@ def counting_sql(table: str, counts: str, key: list[str], name: str) -> list[str
             RETURN NULL;
         END $$""",
         f"CREATE TRIGGER {name}_insert AFTER INSERT ON {table} "
-        f"FOR EACH ROW EXECUTE FUNCTION {name}()",
-        # Only updates that move a row to another key call the function.
-        f"CREATE TRIGGER {name}_update AFTER UPDATE OF {columns} ON {table} "
-        f"FOR EACH ROW WHEN ({changed}) EXECUTE FUNCTION {name}()",
+        f"REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION {name}()",
+        f"CREATE TRIGGER {name}_update AFTER UPDATE ON {table} "
+        f"REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows "
+        f"FOR EACH STATEMENT EXECUTE FUNCTION {name}()",
         f"CREATE TRIGGER {name}_delete AFTER DELETE ON {table} "
-        f"FOR EACH ROW EXECUTE FUNCTION {name}()",
+        f"REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION {name}()",
         f"CREATE TRIGGER {name}_truncate AFTER TRUNCATE ON {table} "
         f"FOR EACH STATEMENT EXECUTE FUNCTION {name}_reset()",
         f"DELETE FROM {counts}",
-        f"INSERT INTO {counts} ({columns}, session, n) "
-        f"SELECT {columns}, 0, count(*) FROM {table} GROUP BY {columns}",
+        f"INSERT INTO {counts} ({key}, session, n) "
+        f"SELECT {key}, 0, count(*) FROM {table} GROUP BY {key}",
     ]
 
 

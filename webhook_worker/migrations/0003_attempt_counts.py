@@ -1,8 +1,8 @@
 """Attempts counted as they change, as events are (webhook_ingest 0005).
 
 Metrics read attempts per outcome, trigger and skip reason from
-`AttemptCount`, kept by row-level triggers on the attempts table (updates
-that keep a row's key call nothing), one row per database session and key. Installing takes a SHARE ROW EXCLUSIVE
+`AttemptCount`, kept by statement-level triggers on the attempts table, one
+row per database session and key. Installing takes a SHARE ROW EXCLUSIVE
 lock on the attempts table while the existing attempts are counted: workers
 wait that long (about a second per million attempts) to record attempts.
 """
@@ -11,30 +11,33 @@ from django.db import migrations, models
 
 ATTEMPTS = "webhook_worker_webhookattempt"
 COUNTS = "webhook_worker_attemptcount"
-KEY = ["outcome", "trigger", "skipped"]
+KEY = "outcome, trigger, skipped"
 NAME = "webhook_attempt_count"
 
 
-def counting_sql(table: str, counts: str, key: list[str], name: str) -> list[str]:
+def counting_sql(table: str, counts: str, key: str, name: str) -> list[str]:
     """The statements that install counting of `table`'s rows per `key` into `counts`."""
-    columns = ", ".join(key)
     upsert = (
-        f"INSERT INTO {counts} AS c ({columns}, session, n) VALUES {{rows}} "
-        f"ON CONFLICT ({columns}, session) DO UPDATE SET n = c.n + excluded.n;"
+        f"INSERT INTO {counts} AS c ({key}, session, n) {{rows}} "
+        f"ON CONFLICT ({key}, session) DO UPDATE SET n = c.n + excluded.n;"
     )
-    old = ", ".join(f"OLD.{column}" for column in key) + ", pg_backend_pid(), -1"
-    new = ", ".join(f"NEW.{column}" for column in key) + ", pg_backend_pid(), 1"
-    changed = " OR ".join(f"OLD.{column} IS DISTINCT FROM NEW.{column}" for column in key)
+    added = f"SELECT {key}, pg_backend_pid(), count(*) FROM new_rows GROUP BY {key}"
+    removed = f"SELECT {key}, pg_backend_pid(), -count(*) FROM old_rows GROUP BY {key}"
+    changed = (
+        f"SELECT {key}, pg_backend_pid(), sum(d) FROM ("
+        f"SELECT {key}, 1 AS d FROM new_rows UNION ALL SELECT {key}, -1 FROM old_rows"
+        f") AS changes GROUP BY {key} HAVING sum(d) <> 0"
+    )
     return [
         f"LOCK TABLE {table} IN SHARE ROW EXCLUSIVE MODE",
         f"""CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$
         BEGIN
             IF TG_OP = 'INSERT' THEN
-                {upsert.format(rows=f"({new})")}
+                {upsert.format(rows=added)}
             ELSIF TG_OP = 'DELETE' THEN
-                {upsert.format(rows=f"({old})")}
+                {upsert.format(rows=removed)}
             ELSE
-                {upsert.format(rows=f"({old}), ({new})")}
+                {upsert.format(rows=changed)}
             END IF;
             RETURN NULL;
         END $$""",
@@ -44,17 +47,17 @@ def counting_sql(table: str, counts: str, key: list[str], name: str) -> list[str
             RETURN NULL;
         END $$""",
         f"CREATE TRIGGER {name}_insert AFTER INSERT ON {table} "
-        f"FOR EACH ROW EXECUTE FUNCTION {name}()",
-        # Only updates that move a row to another key call the function.
-        f"CREATE TRIGGER {name}_update AFTER UPDATE OF {columns} ON {table} "
-        f"FOR EACH ROW WHEN ({changed}) EXECUTE FUNCTION {name}()",
+        f"REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION {name}()",
+        f"CREATE TRIGGER {name}_update AFTER UPDATE ON {table} "
+        f"REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows "
+        f"FOR EACH STATEMENT EXECUTE FUNCTION {name}()",
         f"CREATE TRIGGER {name}_delete AFTER DELETE ON {table} "
-        f"FOR EACH ROW EXECUTE FUNCTION {name}()",
+        f"REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION {name}()",
         f"CREATE TRIGGER {name}_truncate AFTER TRUNCATE ON {table} "
         f"FOR EACH STATEMENT EXECUTE FUNCTION {name}_reset()",
         f"DELETE FROM {counts}",
-        f"INSERT INTO {counts} ({columns}, session, n) "
-        f"SELECT {columns}, 0, count(*) FROM {table} GROUP BY {columns}",
+        f"INSERT INTO {counts} ({key}, session, n) "
+        f"SELECT {key}, 0, count(*) FROM {table} GROUP BY {key}",
     ]
 
 
