@@ -53,8 +53,8 @@ def status_badge(status: str, label: str | None = None) -> str:
 
 
 class CountedFilter(admin.SimpleListFilter):
-    """A filter on a field the count tables have: its choices are the values stored
-    events have, from `EventCount`, and `counted()` says how to count its matches there."""
+    """A filter on fields `EventCount` has, under the events' own names: `counted()`
+    is the condition, and it selects the matching events and their count rows alike."""
 
     @classmethod
     def counted(cls, value: str) -> Q:
