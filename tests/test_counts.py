@@ -188,9 +188,9 @@ def test_admin_counts_filters_and_searches_match_the_table(admin_client, monkeyp
         response = admin_client.get(CHANGELIST + query)
         assert response.status_code == 200, query
         html = response.content.decode()
-        found = re.search(r'class="paginator">\s*(more than )?(\d+) webhook event', html)
+        found = re.search(r'class="paginator"[^>]*>.*?(\d+) webhook event', html, re.S)
         assert found, html
-        return found.group(1) or "", int(found.group(2))
+        return "more than " if "More than" in html else "", int(found.group(1))
 
     events = WebhookEvent.objects.all()
     cases = {

@@ -4,8 +4,8 @@
   (status, category, type, endpoint, style, source) and the search, if any,
   is a type prefix, the number shown is exact and comes from `EventCount`.
 - Bounded: otherwise (a search by id, the livemode, date or skipped filters)
-  matches are counted up to LIST_LIMIT; past it the list says "more than
-  10000".
+  matches are counted up to LIST_LIMIT; past it the list shows LIST_LIMIT
+  and a note says that more match.
 - Either way the pages reach the newest LIST_LIMIT events of the selection
   (200 pages of 50): a deeper page would cost an OFFSET over everything
   before it. A date filter reaches older events.
@@ -75,19 +75,20 @@ class EventPaginator(Paginator):
         super().__init__(object_list, per_page, *args, **kwargs)
         self.queryset = object_list
         self.counted = counted
+        self.limit = LIST_LIMIT
         self.capped = False
 
     @cached_property
     def count(self) -> int:
         if self.counted is not None:
             return counts.total(self.counted)
-        found = int(self.queryset[: LIST_LIMIT + 1].count())
-        self.capped = found > LIST_LIMIT
-        return min(found, LIST_LIMIT)
+        found = int(self.queryset[: self.limit + 1].count())
+        self.capped = found > self.limit
+        return min(found, self.limit)
 
     @cached_property
     def num_pages(self) -> int:
         if self.count == 0 and not self.allow_empty_first_page:
             return 0
         pages = ceil(max(1, self.count - self.orphans) / self.per_page)
-        return min(pages, max(1, LIST_LIMIT // self.per_page))
+        return min(pages, max(1, self.limit // self.per_page))
