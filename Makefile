@@ -96,7 +96,7 @@ screenshot: $(STAMP)
 # what each ordering mode costs the worker, then what each request costs as
 # the events table grows to 2,000,000 events: prints the results and rewrites
 # docs/benchmarks.md (bench/run.py, bench/ordering.py, bench/growth.py).
-# ~30 minutes; BENCH_ARGS=--quick for ~7. Installs wrk from Debian's packages if missing.
+# ~40 minutes; BENCH_ARGS=--quick for ~8. Installs wrk from Debian's packages if missing.
 BENCH_STAMP := $(VENV)/.bench-installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 

@@ -1,7 +1,7 @@
 """What each request costs as the events table grows (part of `make bench`).
 
-    python -m bench.growth                     # 10,000 then 2,000,000 events (~10 min)
-    python -m bench.growth --quick             # 10,000 then 200,000 events (~2 min)
+    python -m bench.growth                     # 10,000 then 2,000,000 events (~20 min)
+    python -m bench.growth --quick             # 10,000 then 200,000 events (~3 min)
     python -m bench.growth --events 10000,500000 --repeat 5
 
 One embedded Postgres (bench.run's, fsync on, on tmpfs) is seeded in SQL
