@@ -7,7 +7,7 @@ Two kinds:
   triggers in `EventCount` and `AttemptCount`), the age of the oldest
   unfinished event per status, and how many events are overdue for the
   sweeper. None of them reads the events table in full, so a scrape costs
-  the same with a thousand stored events or ten million. The database is
+  the same however many events are stored. The database is
   the truth, so every web process reports the same figures and nothing is
   lost when a process restarts.
 - Ingest rejections, counted in the web processes as they happen
