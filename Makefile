@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run send test test-fast test-compat test-rabbitmq soak lint clean screenshot bench
+.PHONY: install run send test test-fast test-compat test-rabbitmq test-djstripe bench-djstripe soak lint clean screenshot bench
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit("Python 3.11+ is required, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
@@ -83,6 +83,35 @@ $(COMPAT_STAMP): pyproject.toml
 	$(COMPAT_PY) -m pip install --quiet -e '.[dev]' '$(COMPAT_DJANGO)' $(foreach req,$(COMPAT_CELERY),'$(req)')
 	echo '$(COMPAT_PYTHON)' > $(COMPAT_VENV)/.interpreter
 	touch $(COMPAT_STAMP)
+
+# The dj-stripe bridge (webhook_worker.contrib.djstripe): its tests against
+# real dj-stripe, Postgres and workers, in .venv-djstripe with Python 3.11+
+# (PYTHON), Django 5.2 and dj-stripe DJSTRIPE_VERSION (2.11 by default; 2.10
+# is supported too) with the stripe it accepts. The main venv has no
+# dj-stripe: there those tests skip, saying to run this.
+DJSTRIPE_VERSION ?= 2.11
+DJSTRIPE_DJANGO := Django>=5.2,<5.3
+DJSTRIPE_VENV := .venv-djstripe
+DJSTRIPE_PY := $(DJSTRIPE_VENV)/bin/python
+DJSTRIPE_STAMP := $(DJSTRIPE_VENV)/.installed-$(DJSTRIPE_VERSION)
+
+$(DJSTRIPE_STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit("Python 3.11+ is required, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
+	test -x $(DJSTRIPE_PY) || $(PYTHON) -m venv $(DJSTRIPE_VENV)
+	rm -f $(DJSTRIPE_VENV)/.installed-*
+	$(DJSTRIPE_PY) -m pip install --quiet --upgrade pip
+	$(DJSTRIPE_PY) -m pip install --quiet -e '.[test,djstripe]' 'dj-stripe==$(DJSTRIPE_VERSION).*' '$(DJSTRIPE_DJANGO)'
+	touch $@
+
+test-djstripe: $(DJSTRIPE_STAMP)
+	@echo "test-djstripe: $$($(DJSTRIPE_PY) -c 'from importlib.metadata import version as v; print("dj-stripe", v("dj-stripe"), "stripe", v("stripe"), "Django", v("django"))')"
+	$(DJSTRIPE_PY) -m devstack exec -- $(DJSTRIPE_PY) -m pytest -q --ds=tests.settings_djstripe \
+		tests/test_djstripe.py $(PYTEST_ARGS)
+
+# End to end with the bridge on against dj-stripe's own synchronous view, on
+# the same events (bench/djstripe.py): prints the rates. BENCH_ARGS=--events N.
+bench-djstripe: $(DJSTRIPE_STAMP)
+	$(DJSTRIPE_PY) -m bench.djstripe $(BENCH_ARGS)
 
 # The long soak: 10,000 deliveries while workers are killed (tests/test_soak.py).
 soak: $(STAMP)
