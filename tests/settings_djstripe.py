@@ -24,7 +24,7 @@ ROOT_URLCONF = "tests.urls_djstripe"
 stripe.api_base = f"http://127.0.0.1:{STRIPE_STANDIN_PORT}"
 # dj-stripe's keys: the key its sync uses by default (the bridge's API_KEY is unset).
 STRIPE_LIVE_MODE = False
-STRIPE_TEST_SECRET_KEY = "sk_test_standin_djstripe_key"
+STRIPE_TEST_SECRET_KEY = "sk_test_51DjStripeStandIn0123456789abcdef"
 DJSTRIPE_FOREIGN_KEY_TO_FIELD = "id"
 DJSTRIPE_WEBHOOK_VALIDATION = "verify_signature"
 # Only the default endpoint's events are synced (the "connect" one is not).

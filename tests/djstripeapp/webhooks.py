@@ -1,11 +1,12 @@
-"""A project's dj-stripe receiver, as dj-stripe 2.9+ users write them.
+"""A project that came from dj-stripe: a `djstripe_receiver` receiver and a handler.
 
 Imported at startup by webhook_worker (every app's webhooks.py), so the
-worker processes connect it. Each call appends a line to the suite's
-HANDLER_LOG, which survives rollbacks: `djstripe:<type>:synced` when
-dj-stripe's row for the event's object already existed in the transaction,
-`:missing` when not. With `metadata.djstripe_behavior = "fail_first"` on the
-event's object, the receiver raises on its first call for that event.
+worker processes connect both. Each call appends a line to the suite's
+HANDLER_LOG, which survives rollbacks: `djstripe:<type>:synced` from the
+receiver and `handler:<type>:synced` from the handler when dj-stripe's row
+for the event's object exists at that point of the transaction (`:missing`
+when not). With `metadata.djstripe_behavior = "fail_first"` on the event's
+object, the receiver raises on its first call for that event.
 """
 
 from __future__ import annotations
@@ -20,17 +21,28 @@ from djstripe.models import Invoice, Subscription
 
 from tests.helpers import handler_calls
 from tests.testapp.webhooks import log_call
+from webhook_worker import webhooks
+
+TYPES = ["customer.subscription.updated", "invoice.paid"]
 
 
-@djstripe_receiver(["customer.subscription.updated", "invoice.paid"])
+def synced(event: Any) -> str:
+    """Whether dj-stripe's row for the event's object exists, as the log says it."""
+    model = Subscription if event.type.startswith("customer.subscription") else Invoice
+    return "synced" if model.objects.filter(id=event.data["object"]["id"]).exists() else "missing"
+
+
+@djstripe_receiver(TYPES)
 def on_billing_event(sender: Any, event: Any, **kwargs: Any) -> None:
     name = f"djstripe:{event.type}"
     calls = handler_calls(Path(settings.HANDLER_LOG), event.id)
     earlier = [call for call in calls if call[1].startswith(name + ":")]
-    model = Subscription if event.type.startswith("customer.subscription") else Invoice
-    synced = model.objects.filter(id=event.data["object"]["id"]).exists()
-    call = SimpleNamespace(id=event.id, attempts=len(earlier) + 1)
-    log_call(call, f"{name}:{'synced' if synced else 'missing'}")
+    log_call(SimpleNamespace(id=event.id, attempts=len(earlier) + 1), f"{name}:{synced(event)}")
     metadata = event.data["object"].get("metadata") or {}
     if metadata.get("djstripe_behavior") == "fail_first" and not earlier:
         raise RuntimeError("a djstripe_receiver failed on its first call")
+
+
+@webhooks.handler(*TYPES)
+def sees_djstripe_rows(event: Any, **kwargs: Any) -> None:
+    log_call(event, f"handler:{event.type}:{synced(event)}")
