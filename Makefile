@@ -85,20 +85,19 @@ $(COMPAT_STAMP): pyproject.toml
 	touch $(COMPAT_STAMP)
 
 # The dj-stripe bridge (webhook_worker.contrib.djstripe): its tests against
-# real dj-stripe, Postgres and workers, in .venv-djstripe with Python 3.11+
-# (PYTHON), Django 5.2 and dj-stripe DJSTRIPE_VERSION (2.11 by default; 2.10
-# is supported too) with the stripe it accepts. The main venv has no
-# dj-stripe: there those tests skip, saying to run this.
+# real dj-stripe, Postgres and workers, in .venv-djstripe-<version> with
+# Python 3.11+ (PYTHON), Django 5.2 and dj-stripe DJSTRIPE_VERSION (2.11 by
+# default; DJSTRIPE_VERSION=2.10 for the other supported release) with the
+# stripe it accepts. The main venv has no dj-stripe: there they skip, saying so.
 DJSTRIPE_VERSION ?= 2.11
 DJSTRIPE_DJANGO := Django>=5.2,<5.3
-DJSTRIPE_VENV := .venv-djstripe
+DJSTRIPE_VENV := .venv-djstripe-$(DJSTRIPE_VERSION)
 DJSTRIPE_PY := $(DJSTRIPE_VENV)/bin/python
-DJSTRIPE_STAMP := $(DJSTRIPE_VENV)/.installed-$(DJSTRIPE_VERSION)
+DJSTRIPE_STAMP := $(DJSTRIPE_VENV)/.installed
 
 $(DJSTRIPE_STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit("Python 3.11+ is required, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
 	test -x $(DJSTRIPE_PY) || $(PYTHON) -m venv $(DJSTRIPE_VENV)
-	rm -f $(DJSTRIPE_VENV)/.installed-*
 	$(DJSTRIPE_PY) -m pip install --quiet --upgrade pip
 	$(DJSTRIPE_PY) -m pip install --quiet -e '.[test,djstripe]' 'dj-stripe==$(DJSTRIPE_VERSION).*' '$(DJSTRIPE_DJANGO)'
 	touch $@
