@@ -20,7 +20,7 @@ from django.conf import settings
 pytest.importorskip(
     "djstripe",
     reason="dj-stripe is not installed here: `make test-djstripe` runs the bridge's tests "
-    "in a virtualenv of their own (.venv-djstripe)",
+    "in a virtualenv of their own (.venv-djstripe-<version>)",
 )
 if "webhook_worker.contrib.djstripe" not in settings.INSTALLED_APPS:
     pytest.skip(
