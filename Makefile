@@ -110,7 +110,7 @@ test-djstripe: $(DJSTRIPE_STAMP)
 # End to end with the bridge on against dj-stripe's own synchronous view, on
 # the same events (bench/djstripe.py): prints the rates. BENCH_ARGS=--events N.
 bench-djstripe: $(DJSTRIPE_STAMP)
-	$(DJSTRIPE_PY) -m bench.djstripe $(BENCH_ARGS)
+	$(DJSTRIPE_PY) -m devstack exec -- $(DJSTRIPE_PY) -m bench.djstripe $(BENCH_ARGS)
 
 # The long soak: 10,000 deliveries while workers are killed (tests/test_soak.py).
 soak: $(STAMP)
