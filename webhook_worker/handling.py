@@ -60,7 +60,7 @@ def run_handlers(event: WebhookEvent) -> HandlersRun:
     ran = _call_handlers(event)
     if not said:
         return ran
-    return replace(ran, note="; ".join([*said, ran.note] if ran.note else said))
+    return replace(ran, note="; ".join(note for note in [*said, ran.note] if note))
 
 
 def _call_handlers(event: WebhookEvent) -> HandlersRun:
