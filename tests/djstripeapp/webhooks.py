@@ -5,8 +5,10 @@ worker processes connect both. Each call appends a line to the suite's
 HANDLER_LOG, which survives rollbacks: `djstripe:<type>:synced` from the
 receiver and `handler:<type>:synced` from the handler when dj-stripe's row
 for the event's object exists at that point of the transaction (`:missing`
-when not). With `metadata.djstripe_behavior = "fail_first"` on the event's
-object, the receiver raises on its first call for that event.
+when not). The receiver also writes a `SideEffect` row ("receiver", its call
+number), committed only with the event's transaction. With
+`metadata.djstripe_behavior = "fail_first"` on the event's object, the
+receiver raises on its first call for that event, after that write.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from djstripe.event_handlers import djstripe_receiver
 from djstripe.models import Invoice, Subscription
 
 from tests.helpers import handler_calls
+from tests.testapp.models import SideEffect
 from tests.testapp.webhooks import log_call
 from webhook_worker import webhooks
 
@@ -37,7 +40,9 @@ def on_billing_event(sender: Any, event: Any, **kwargs: Any) -> None:
     name = f"djstripe:{event.type}"
     calls = handler_calls(Path(settings.HANDLER_LOG), event.id)
     earlier = [call for call in calls if call[1].startswith(name + ":")]
-    log_call(SimpleNamespace(id=event.id, attempts=len(earlier) + 1), f"{name}:{synced(event)}")
+    call = len(earlier) + 1
+    log_call(SimpleNamespace(id=event.id, attempts=call), f"{name}:{synced(event)}")
+    SideEffect.objects.create(event_id=event.id, handler="receiver", attempt=call)
     metadata = event.data["object"].get("metadata") or {}
     if metadata.get("djstripe_behavior") == "fail_first" and not earlier:
         raise RuntimeError("a djstripe_receiver failed on its first call")
