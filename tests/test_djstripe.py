@@ -1,10 +1,11 @@
 """The dj-stripe bridge (webhook_worker.contrib.djstripe) with real dj-stripe, Postgres and workers.
 
-`make test-djstripe` runs this file in .venv-djstripe (dj-stripe 2.11, or
-DJSTRIPE_VERSION=2.10) with tests.settings_djstripe; elsewhere it skips.
-dj-stripe's sync calls Stripe's API: here the suite's stand-in
-(tests/stripe_standin.py) serves the objects the test events name, built
-from the same example objects as the events themselves.
+`make test-djstripe` runs this file in .venv-djstripe-<version> (dj-stripe
+2.11, or DJSTRIPE_VERSION=2.10) with tests.settings_djstripe; elsewhere it
+skips, saying so. dj-stripe's sync calls Stripe's API: here the suite's
+stand-in (tests/stripe_standin.py) serves the objects the test events name,
+the same example objects the events are built from (Stripe's own, in
+webhook_worker/event_templates).
 """
 
 from __future__ import annotations
