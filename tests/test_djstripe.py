@@ -37,6 +37,7 @@ from djstripe.models import Event, Invoice, Subscription, WebhookEndpoint  # noq
 
 from webhook_ingest.models import WebhookEvent  # noqa: E402
 from webhook_worker.actions import retry_events  # noqa: E402
+from webhook_worker.contrib.djstripe.checks import check_djstripe_bridge  # noqa: E402
 from webhook_worker.models import WebhookAttempt  # noqa: E402
 from webhook_worker.stripe_events import build_event, encode_event, sign_body  # noqa: E402
 
@@ -322,3 +323,7 @@ def test_djstripe_view_and_ours_leave_equal_djstripe_rows(
     for event in events:
         wait_for_status(event["id"], "succeeded")
     assert djstripe_rows() == theirs
+
+
+def test_the_installed_dj_stripe_passes_the_bridges_checks() -> None:
+    assert check_djstripe_bridge() == []
