@@ -91,6 +91,11 @@ $(COMPAT_STAMP): pyproject.toml
 # stripe it accepts. The main venv has no dj-stripe: there they skip, saying so.
 DJSTRIPE_VERSION ?= 2.11
 DJSTRIPE_DJANGO := Django>=5.2,<5.3
+# The stripe each release works with: 2.10 allows stripe 15 but fails on it
+# (stripe 15's objects are no longer dicts; 2.11 carries a shim for that).
+DJSTRIPE_STRIPE_2.10 := stripe>=14,<15
+DJSTRIPE_STRIPE_2.11 := stripe>=15,<16
+DJSTRIPE_STRIPE := $(or $(DJSTRIPE_STRIPE_$(DJSTRIPE_VERSION)),stripe)
 DJSTRIPE_VENV := .venv-djstripe-$(DJSTRIPE_VERSION)
 DJSTRIPE_PY := $(DJSTRIPE_VENV)/bin/python
 DJSTRIPE_STAMP := $(DJSTRIPE_VENV)/.installed
@@ -99,7 +104,8 @@ $(DJSTRIPE_STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit("Python 3.11+ is required, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
 	test -x $(DJSTRIPE_PY) || $(PYTHON) -m venv $(DJSTRIPE_VENV)
 	$(DJSTRIPE_PY) -m pip install --quiet --upgrade pip
-	$(DJSTRIPE_PY) -m pip install --quiet -e '.[test,djstripe]' 'dj-stripe==$(DJSTRIPE_VERSION).*' '$(DJSTRIPE_DJANGO)'
+	$(DJSTRIPE_PY) -m pip install --quiet -e '.[test,djstripe]' 'dj-stripe==$(DJSTRIPE_VERSION).*' \
+		'$(DJSTRIPE_DJANGO)' '$(DJSTRIPE_STRIPE)'
 	touch $@
 
 test-djstripe: $(DJSTRIPE_STAMP)

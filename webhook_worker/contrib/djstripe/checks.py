@@ -17,19 +17,30 @@ from .conf import SETTING_NAME, bridge_setting, problems
 
 # The releases whose Event.process the bridge is tested against.
 SUPPORTED = SpecifierSet(">=2.10,<2.12")
+# dj-stripe 2.10 allows stripe 15 but cannot save what it returns (stripe 15's
+# objects are no longer dicts; 2.11 carries a shim for that).
+STRIPE_FOR_2_10 = SpecifierSet("<15")
 INSTALL_HINT = 'pip install "django-queued-webhooks[djstripe]" (dj-stripe 2.10 or 2.11).'
 
 
-def unsupported_version(found: str | None) -> str | None:
-    """Why dj-stripe `found` (None: not installed) will not do; None if it will."""
+def unsupported_version(found: str | None, stripe_found: str) -> str | None:
+    """Why dj-stripe `found` (None: not installed) with stripe `stripe_found` will
+    not do; None if it will."""
     if found is None:
         return "dj-stripe is not installed."
     try:
-        if Version(found) in SUPPORTED:
-            return None
+        release = Version(found)
     except InvalidVersion:
-        pass
-    return f"dj-stripe {found} is installed; the bridge supports dj-stripe 2.10 and 2.11."
+        release = None
+    if release is None or release not in SUPPORTED:
+        return f"dj-stripe {found} is installed; the bridge supports dj-stripe 2.10 and 2.11."
+    if release < Version("2.11") and Version(stripe_found) not in STRIPE_FOR_2_10:
+        return (
+            f"dj-stripe {found} is installed with stripe {stripe_found}: dj-stripe 2.10 "
+            "fails to sync with stripe 15 or later. Install stripe 14 "
+            '(pip install "stripe>=14,<15") or dj-stripe 2.11.'
+        )
+    return None
 
 
 @register()
@@ -39,7 +50,7 @@ def check_djstripe_bridge(app_configs: Any = None, **kwargs: Any) -> list[CheckM
         found: str | None = version("dj-stripe")
     except PackageNotFoundError:
         found = None
-    why = unsupported_version(found)
+    why = unsupported_version(found, version("stripe"))
     if why is not None:
         messages.append(
             Error(
