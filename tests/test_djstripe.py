@@ -80,12 +80,46 @@ def template(event_type: str) -> dict[str, Any]:
     return build_event(event_type)["data"]["object"]
 
 
+def plan_of(price: dict[str, Any]) -> dict[str, Any]:
+    """The plan Stripe's API shows beside a recurring price, under the same id.
+
+    The templates leave it out; Stripe's example subscription items have one,
+    and dj-stripe 2.10 needs it (a subscription item's plan is not null there).
+    """
+    recurring = price["recurring"]
+    return {
+        "id": price["id"],
+        "object": "plan",
+        "active": price["active"],
+        "amount": price["unit_amount"],
+        "amount_decimal": price["unit_amount_decimal"],
+        "billing_scheme": price["billing_scheme"],
+        "created": price["created"],
+        "currency": price["currency"],
+        "interval": recurring["interval"],
+        "interval_count": recurring["interval_count"],
+        "livemode": price["livemode"],
+        "metadata": {},
+        "meter": None,
+        "nickname": None,
+        "product": price["product"],
+        "tiers_mode": None,
+        "transform_usage": None,
+        "trial_period_days": None,
+        "usage_type": recurring["usage_type"],
+    }
+
+
 @pytest.fixture
 def djstripe_api(stripe_api: StandIn) -> StandIn:
     """The stand-in for Stripe's API, serving what dj-stripe retrieves for the test events."""
     for event_type, collection in SERVED.items():
         obj = template(event_type)
         stripe_api.objects[f"/v1/{collection}/{obj['id']}"] = obj
+    subscription = stripe_api.objects[f"/v1/subscriptions/{template(SUBSCRIPTION)['id']}"]
+    for item in subscription["items"]["data"]:
+        item["plan"] = plan_of(item["price"])
+        stripe_api.objects[f"/v1/plans/{item['plan']['id']}"] = item["plan"]
     product = template("product.updated")["id"]
     stripe_api.objects[f"/v1/products/{product}/features"] = {
         "object": "list",
