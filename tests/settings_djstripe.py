@@ -1,4 +1,4 @@
-"""Settings for the dj-stripe bridge's tests (`make test-djstripe`, in .venv-djstripe).
+"""Settings for the dj-stripe bridge's tests (`make test-djstripe`, in .venv-djstripe-<version>).
 
 The suite's settings plus dj-stripe, the bridge, and a project app with a
 `djstripe_receiver` (tests/djstripeapp). dj-stripe's own calls to Stripe's
