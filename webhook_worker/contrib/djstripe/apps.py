@@ -3,6 +3,7 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 
 from django.apps import AppConfig
+from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 
 
@@ -18,7 +19,9 @@ class DjStripeBridgeConfig(AppConfig):
         from webhook_ingest.models import WebhookEvent
         from webhook_worker.signals import pre_handlers
 
-        from . import checks  # noqa: F401
+        from .checks import check_djstripe_bridge
+
+        checks.register(check_djstripe_bridge)
 
         try:
             from .sync import sync_event

@@ -6,7 +6,7 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from django.apps import apps
-from django.core.checks import CheckMessage, Error, register
+from django.core.checks import CheckMessage, Error
 from packaging.specifiers import SpecifierSet
 from packaging.version import InvalidVersion, Version
 
@@ -43,8 +43,9 @@ def unsupported_version(found: str | None, stripe_found: str) -> str | None:
     return None
 
 
-@register()
 def check_djstripe_bridge(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """The bridge's system checks; its AppConfig registers them, so they run only
+    where the bridge is installed."""
     messages: list[CheckMessage] = []
     try:
         found: str | None = version("dj-stripe")
