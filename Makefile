@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run send test test-fast test-compat test-rabbitmq test-djstripe bench-djstripe soak lint clean screenshot bench
+.PHONY: install run send test test-fast test-compat test-rabbitmq test-djstripe bench-djstripe soak lint clean screenshot bench cluster cluster-tools
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit("Python 3.11+ is required, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
@@ -27,7 +27,7 @@ TYPE ?= customer.created
 send: $(STAMP)
 	$(PY) -m devstack attach -- $(PY) manage.py webhooks_send_test $(TYPE) --wait
 
-test: $(STAMP)
+test: $(STAMP) cluster-tools
 	$(PY) -m devstack exec -- $(PY) -m pytest $(PYTEST_ARGS)
 
 # The tests that need no server (no database, broker or process): seconds.
@@ -141,6 +141,21 @@ bench: $(BENCH_STAMP)
 	@command -v wrk >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq wrk; }
 	$(PY) -m bench.run $(BENCH_ARGS)
 	$(PY) -m bench.ordering $(BENCH_ARGS)
+
+# Several hosts on one machine (network namespaces; needs root): two web
+# hosts behind haproxy, three worker hosts each with beat's schedule, a
+# database host and a broker host; 20,000 deliveries while hosts fail
+# (devstack/cluster.py, devstack/scenario.py). Prints the result and rewrites
+# it in docs/scaling.md; ~10 minutes. CLUSTER_ARGS="--events 2000" for less.
+cluster: $(STAMP) cluster-tools
+	$(PY) -m devstack.cluster --write-docs $(CLUSTER_ARGS)
+
+# haproxy from Debian's packages for the cluster, where we may install it
+# (tests/test_cluster.py says why it skips where it is missing).
+cluster-tools:
+	@command -v haproxy >/dev/null || [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null || \
+		{ apt-get update -qq && apt-get install -y -qq haproxy >/dev/null; } || \
+		echo "cluster-tools: could not install haproxy; the cluster test will be skipped"
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

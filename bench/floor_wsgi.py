@@ -32,8 +32,9 @@ QUEUE = os.environ.get("FLOOR_QUEUE", "floor")
 INSERT = (
     "INSERT INTO webhook_ingest_webhookevent (id, type, livemode, api_version, account, "
     "created, object_id, endpoint, body, status, attempts, received_at, due_at, scheduled, "
-    "last_error) "
-    "VALUES (%s, %s, %s, %s, %s, %s, %s, 'default', %s, 'pending', 0, now(), now(), false, '') "
+    "last_error, style, source, snapshot_event, waiting_for) "
+    "VALUES (%s, %s, %s, %s, %s, %s, %s, 'default', %s, 'pending', 0, now(), now(), false, '', "
+    "'snapshot', 'delivery', '', '') "
     "ON CONFLICT (id) DO NOTHING RETURNING id"
 )
 

@@ -88,11 +88,21 @@ def calls(scenario: str, first: int, count: int, work: Path) -> Callable[[int], 
         if scenario == "attempt":
             return lambda n: dispatch.process(stored_event(scenario, n), trigger="delivery")
         return lambda n: floor_process.run(stored_event(scenario, n))
+    import contextvars
+
     from webhook_worker import enqueue, publisher
 
     if scenario == "publish-batch":
+        # Each event with the context it was handed over in, as enqueue() keeps it.
         return lambda n: publisher.BackgroundPublisher._publish_batch(
-            [(f"evt_icpub{n:08d}{k:04d}", "customer.subscription.updated") for k in range(BATCH)]
+            [
+                (
+                    f"evt_icpub{n:08d}{k:04d}",
+                    "customer.subscription.updated",
+                    contextvars.copy_context(),
+                )
+                for k in range(BATCH)
+            ]
         )
     return lambda n: enqueue.enqueue(f"evt_icaa{n:012d}", "customer.subscription.updated")
 

@@ -562,7 +562,10 @@ class Bench:
         log(f"body: {EVENT_TYPE}, {self.bodies.size} bytes; gunicorn {gunicorn_settings(args)}")
         log("warming up")
         for web in webs:
-            self.ingest_trial(web, 3)
+            warm = self.ingest_trial(web, 3)
+            if warm["errors"] or not warm["ok"]:
+                # A side that fails its requests would be measured as 0 req/s.
+                raise SystemExit(f"{web.name} answered {warm['errors']} requests with errors")
 
         results: dict[str, Any] = {"ingest": {web.name: [] for web in webs}}
         log(

@@ -51,10 +51,23 @@ def wait_until(
 class _Server:
     name = "server"
 
-    def __init__(self, data_dir: Path, port: int | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        port: int | None = None,
+        host: str = "127.0.0.1",
+        netns: str | None = None,
+    ) -> None:
+        """`host` is the one address the server listens on; `netns` a network
+        namespace (`ip netns`) to run it in, for hosts of a cluster on one machine."""
         self.data_dir = Path(data_dir).resolve()
         self.port = port or free_port()
+        self.host = host
+        self.netns = netns
         self.process: subprocess.Popen[bytes] | None = None
+
+    def _in_netns(self, argv: list[str]) -> list[str]:
+        return ["ip", "netns", "exec", self.netns, *argv] if self.netns else argv
 
     @property
     def log_path(self) -> Path:
@@ -134,14 +147,15 @@ class EmbeddedRedis(_Server):
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"redis://{self.host}:{self.port}/0"
 
     def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         args = [
             redis_server_path(),
             "--port", str(self.port),
-            "--bind", "127.0.0.1",
+            "--bind", self.host,
+            "--protected-mode", "no",
             "--save", "",
             "--appendonly", "no",
             "--dir", str(self.data_dir),
@@ -149,9 +163,11 @@ class EmbeddedRedis(_Server):
         ]  # fmt: skip
         # A new session: Ctrl-C in the terminal must not stop the broker
         # before the processes that use it have shut down.
-        self.process = subprocess.Popen(args, start_new_session=True)
+        self.process = subprocess.Popen(self._in_netns(args), start_new_session=True)
         try:
-            wait_until(lambda: port_open(self.port) or not self.running, 20, "redis to listen")
+            wait_until(
+                lambda: port_open(self.port, self.host) or not self.running, 20, "redis to listen"
+            )
         except ServiceError:
             self.kill()
             raise
@@ -198,16 +214,29 @@ class EmbeddedPostgres(_Server):
     # SIGINT is Postgres' "fast" shutdown: roll back open transactions, exit now.
     _stop_signal = signal.SIGINT
 
-    def __init__(self, data_dir: Path, port: int | None = None, fsync: bool = False) -> None:
-        super().__init__(data_dir, port)
+    def __init__(
+        self,
+        data_dir: Path,
+        port: int | None = None,
+        fsync: bool = False,
+        host: str = "127.0.0.1",
+        netns: str | None = None,
+        clients: str | None = None,
+        settings: dict[str, str] | None = None,
+    ) -> None:
+        """`clients`: a network (CIDR) trusted besides loopback; `settings`:
+        more `-c name=value` server settings."""
+        super().__init__(data_dir, port, host, netns)
         self.fsync = fsync
+        self.clients = clients
+        self.settings = settings or {}
 
     @property
     def pgdata(self) -> Path:
         return self.data_dir / "pgdata"
 
     def url(self, database: str = "postgres") -> str:
-        return f"postgres://postgres@127.0.0.1:{self.port}/{database}"
+        return f"postgres://postgres@{self.host}:{self.port}/{database}"
 
     def _user_kwargs(self) -> dict[str, int]:
         ids = _run_as_user()
@@ -271,20 +300,29 @@ class EmbeddedPostgres(_Server):
             )
             if result.returncode:
                 raise ServiceError(f"initdb failed:\n{result.stdout}\n{result.stderr}")
+            if self.clients:
+                with open(self.pgdata / "pg_hba.conf", "a") as hba:
+                    hba.write(f"host all all {self.clients} trust\n")
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child process
         self._chown(self.log_path, kwargs)
         args = [
             str(bindir / "postgres"),
             "-D", str(self.pgdata),
-            "-h", "127.0.0.1",
+            "-h", self.host,
             "-p", str(self.port),
             "-k", str(self.data_dir),
             "-c", f"fsync={'on' if self.fsync else 'off'}",
             "-c", "max_connections=200",
             "-c", "shared_buffers=128MB",
         ]  # fmt: skip
+        for name, value in self.settings.items():
+            args += ["-c", f"{name}={value}"]
+        if self.netns and kwargs:
+            # Entering a namespace needs root: drop to Postgres' user after it.
+            uid, gid = kwargs.pop("user"), kwargs.pop("group")
+            args = ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", *args]
         self.process = subprocess.Popen(
-            args,
+            self._in_netns(args),
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -303,7 +341,7 @@ class EmbeddedPostgres(_Server):
 
     def ready(self) -> bool:
         result = subprocess.run(
-            [str(_postgres_bin() / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(self.port)],
+            [str(_postgres_bin() / "pg_isready"), "-q", "-h", self.host, "-p", str(self.port)],
             capture_output=True,
         )
         return result.returncode == 0

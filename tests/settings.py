@@ -58,3 +58,10 @@ WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = True
 
 ALLOWED_HOSTS = ["testserver", "127.0.0.1", "localhost"]
+
+# tests/test_observability.py: Sentry set up in settings, as Sentry documents
+# for Django and Celery, in the processes that test starts.
+if os.environ.get("WEBHOOKS_TEST_OBSERVE"):
+    from .observability import init_sentry  # noqa: E402
+
+    init_sentry()

@@ -15,6 +15,7 @@ from django.test import Client
 from webhook_ingest.models import WebhookEvent
 from webhook_ingest.thin import parse_thin_event
 from webhook_worker.models import WebhookAttempt
+from webhook_worker.signals import event_retried
 from webhook_worker.stripe_events import build_thin_event, encode_event
 
 from .helpers import handler_calls, make_event, post_signed, wait_for_status, wait_until
@@ -243,13 +244,25 @@ def test_retry_action_requeues_a_dead_lettered_event_which_then_succeeds(client)
     assert wait_for_status(event["id"], "failed", timeout=60).attempts == 4
     assert "retry_selected" in operator.get(CHANGELIST).content.decode()
 
-    response = operator.post(
-        CHANGELIST,
-        {"action": "retry_selected", "_selected_action": [event["id"]], "index": 0},
-        follow=True,
+    retried: list[dict] = []
+    event_retried.connect(
+        lambda sender, **kwargs: retried.append(kwargs), weak=False, dispatch_uid="t"
     )
+    try:
+        response = operator.post(
+            CHANGELIST,
+            {"action": "retry_selected", "_selected_action": [event["id"]], "index": 0},
+            follow=True,
+        )
+    finally:
+        event_retried.disconnect(dispatch_uid="t")
 
     assert "1 event queued for retry" in response.content.decode()
+    # Announced once, after the commit, with who asked.
+    assert [
+        (r["event_id"], r["event_type"], r["previous_status"], r["source"], r["user"].username)
+        for r in retried
+    ] == [(event["id"], "invoice.payment_failed", "failed", "admin", "staff-view-change")]
     done = wait_for_status(event["id"], "succeeded")
     assert done.attempts == 5
     last = WebhookAttempt.objects.filter(event_id=event["id"]).order_by("number").last()

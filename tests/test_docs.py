@@ -9,7 +9,7 @@ import pytest
 
 from .stack import ROOT
 
-DOCS = ["docs/guarantees.md", "docs/internals.md"]
+DOCS = ["docs/guarantees.md", "docs/internals.md", "docs/scaling.md"]
 REFERENCE = re.compile(r"tests/(\w+\.py)::(\w+)")
 
 

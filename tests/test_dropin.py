@@ -211,14 +211,17 @@ def test_a_new_project_from_the_readme_processes_a_signed_event(
     env = project_env(wheel, project)
 
     # The library comes from the wheel, not from this checkout.
-    where = subprocess.run(
-        [sys.executable, "-c", "import webhook_worker; print(webhook_worker.__file__)"],
-        cwd=project,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    def project_python(code: str) -> str:
+        return subprocess.run(
+            [sys.executable, "-c", code],
+            cwd=project,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+
+    where = project_python("import webhook_worker; print(webhook_worker.__file__)")
     assert where.startswith(str(wheel)), where
 
     checked = manage(project, env, "check")
@@ -229,19 +232,10 @@ def test_a_new_project_from_the_readme_processes_a_signed_event(
     migrated = manage(project, env, "migrate", "--no-input")
     assert migrated.returncode == 0, migrated.stdout + migrated.stderr
     # Beat's schedule has the sweeper and the reconciliation check under the names the README gives.
-    schedule = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "import json; from shop.celery import app; "
-            "print(json.dumps([e['task'] for e in app.conf.beat_schedule.values()]))",
-        ],  # fmt: skip
-        cwd=project,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    schedule = project_python(
+        "import json; from shop.celery import app; "
+        "print(json.dumps([e['task'] for e in app.conf.beat_schedule.values()]))"
+    )
     assert json.loads(schedule) == ["webhook_worker.requeue_stale", "webhook_worker.reconcile"]
 
     celery = [sys.executable, "-m", "celery", "-A", "shop"]

@@ -61,3 +61,34 @@ def test_the_event_builders_import_without_django_set_up():
         timeout=60,
     )
     assert done.returncode == 0, done.stderr
+
+
+WITHOUT_SENTRY_OR_OPENTELEMETRY = """
+import sys
+sys.modules["sentry_sdk"] = sys.modules["opentelemetry"] = None  # as if not installed
+import django
+django.setup()
+from webhook_ingest.models import WebhookEvent
+from webhook_worker import observability
+assert observability.sentry_sdk is None and observability.trace is None
+event = WebhookEvent(id="evt_without", type="invoice.paid")
+with observability.attempt_report(event, 1, "delivery") as report:
+    report.failing("yourapp.webhooks.on_paid", "ValueError")
+    report.finished("retry", ValueError("boom"))
+"""
+
+
+def test_the_library_needs_neither_sentry_nor_opentelemetry():
+    """Both are optional: an attempt is reported to them only when they are installed."""
+    assert not any(
+        name.startswith(("sentry", "opentelemetry"))
+        for name in PYPROJECT["project"]["dependencies"]
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", WITHOUT_SENTRY_OR_OPENTELEMETRY],
+        env={**os.environ, "PYTHONPATH": str(ROOT), "DJANGO_SETTINGS_MODULE": "tests.settings"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr

@@ -162,3 +162,52 @@ def test_every_message_goes_through_celerys_publish_and_its_signals(stack_env):
     assert [json.loads(base64.b64decode(m["body"]))[0] for m in messages] == [
         [f"evt_hooked_{n}"] for n in range(3)
     ]
+
+
+IN_THEIR_CONTEXTS = """
+import contextvars
+import django
+django.setup()
+from celery.signals import before_task_publish
+from webhook_worker.publisher import BackgroundPublisher, publisher
+
+# What OpenTelemetry's and Sentry's trace is to their Celery integrations.
+request = contextvars.ContextVar("request")
+seen = []
+before_task_publish.connect(
+    lambda body, **kwargs: seen.append((body[0][0], request.get("none"))), weak=False
+)
+
+def hand_over(n):
+    request.set(f"request {n}")
+    publisher.enqueue(f"evt_handed_{n}", "invoice.paid")
+
+for n in range(3):
+    contextvars.copy_context().run(hand_over, n)
+assert publisher.close(30)
+
+# One batch of three, each in the context its event was handed over in.
+batch = []
+for n in range(3):
+    context = contextvars.copy_context()
+    context.run(request.set, f"batched {n}")
+    batch.append((f"evt_batched_{n}", "invoice.paid", context))
+assert BackgroundPublisher._publish_batch(batch)
+print(sorted(seen))
+"""
+
+
+def test_each_message_is_published_in_the_context_its_event_was_handed_over_in(stack_env):
+    """So the request's trace (OpenTelemetry, Sentry) goes into its message's headers."""
+    queue = f"publisher-context-{uuid.uuid4().hex[:8]}"
+    out = subprocess.run(
+        [sys.executable, "-c", IN_THEIR_CONTEXTS],
+        env={**stack_env, "WEBHOOKS_TEST_QUEUE": queue},
+        check=True,
+        timeout=60,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    handed = [(f"evt_handed_{n}", f"request {n}") for n in range(3)]
+    batched = [(f"evt_batched_{n}", f"batched {n}") for n in range(3)]
+    assert out == str(sorted(handed + batched))

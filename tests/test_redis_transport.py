@@ -51,6 +51,7 @@ def broken_after_delivery(
     return outcomes[0], outcomes[1]
 
 
+@pytest.mark.server  # talks to the Redis broker
 def test_kombus_channel_fails_where_ours_reports_a_lost_connection():
     stock = broken_after_delivery(None, "webhooks-transport-stock")
     assert all(isinstance(error, AttributeError) for error in stock), stock

@@ -176,7 +176,7 @@ def test_failure_record_leaves_an_attempt_another_worker_closed(other_worker, mo
         )
         raise RuntimeError("the run failed")
 
-    monkeypatch.setattr(dispatch, "run_handlers", lambda event: taken_over(event=event))
+    monkeypatch.setattr(dispatch, "run_handlers", lambda event, progress: taken_over(event=event))
 
     result = dispatch.process(event_id, trigger="delivery")
 

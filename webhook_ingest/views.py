@@ -115,7 +115,11 @@ def _accept(request: HttpRequest, endpoint_name: str) -> tuple[str, str, bool, b
             return parsed.id, parsed.type, False, True
         status = WebhookEvent.objects.filter(pk=parsed.id).values_list("status", flat=True).first()
     except DatabaseError:
-        logger.exception("could not store event %s from endpoint %s", parsed.id, endpoint.name)
+        logger.exception(
+            "could not store event %s from endpoint %s",
+            parsed.id, endpoint.name,
+            extra={"webhook_event_id": parsed.id, "webhook_event_type": parsed.type},
+        )  # fmt: skip
         raise StorageUnavailable() from None
     # A duplicate whose first delivery never reached a worker is enqueued
     # again; processing is idempotent, so an extra message costs nothing.

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
@@ -27,6 +28,7 @@ from webhook_ingest.models import WebhookEvent
 
 from .enqueue import enqueue_or_mark
 from .models import WebhookAttempt
+from .signals import event_retried
 
 logger = logging.getLogger(__name__)
 
@@ -81,24 +83,34 @@ def _n(count: int, noun: str = "event") -> str:
     return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
-def retry_events(ids: Iterable[str], *, include_succeeded: bool = False) -> RetrySummary:
+def retry_events(
+    ids: Iterable[str],
+    *,
+    include_succeeded: bool = False,
+    source: str = "",
+    user: Any = None,
+) -> RetrySummary:
     """Queue the events `ids` for a manual attempt; see the module docstring.
 
     Rows are claimed with `SELECT ... FOR UPDATE SKIP LOCKED`, so a retry never
     waits on (or races) a worker or another retry. Messages are published
     after the transaction commits; when this runs inside an outer transaction
-    they go out when that one commits.
+    they go out when that one commits. Each queued event is announced first
+    (`webhook_worker.signals.event_retried`, with `source` and `user`).
     """
+    by = {"source": source, "user": user}
     wanted = list(dict.fromkeys(ids))
     summary = RetrySummary()
     allowed: set[str] = {*RETRYABLE, *([Status.SUCCEEDED] if include_succeeded else [])}
     for start in range(0, len(wanted), BATCH_SIZE):
-        _retry_batch(wanted[start : start + BATCH_SIZE], allowed, summary)
-    logger.info("manual retry: %s", summary.describe())
+        _retry_batch(wanted[start : start + BATCH_SIZE], allowed, summary, by)
+    logger.info("manual retry: %s", summary.describe(), extra={"webhook_source": source})
     return summary
 
 
-def _retry_batch(batch: list[str], allowed: set[str], summary: RetrySummary) -> None:
+def _retry_batch(
+    batch: list[str], allowed: set[str], summary: RetrySummary, by: dict[str, Any]
+) -> None:
     with transaction.atomic(using=WebhookEvent.objects.db_for_write()):
         locked = dict(
             WebhookEvent.objects.select_for_update(skip_locked=True)
@@ -125,12 +137,15 @@ def _retry_batch(batch: list[str], allowed: set[str], summary: RetrySummary) -> 
         types = dict(WebhookEvent.objects.filter(pk__in=ids).values_list("pk", "type"))
         summary.queued.extend(ids)
         transaction.on_commit(
-            lambda: _enqueue([(pk, types[pk]) for pk in ids], summary),
+            lambda: _enqueue([(pk, types[pk], status) for pk, status in queue], summary, by),
             using=WebhookEvent.objects.db_for_write(),
         )
 
 
-def _enqueue(events: list[tuple[str, str]], summary: RetrySummary) -> None:
-    for pk, event_type in events:
+def _enqueue(events: list[tuple[str, str, str]], summary: RetrySummary, by: dict[str, Any]) -> None:
+    for pk, event_type, previous_status in events:
+        event_retried.send_robust(
+            WebhookEvent, event_id=pk, event_type=event_type, previous_status=previous_status, **by
+        )
         if not enqueue_or_mark(pk, event_type, trigger=WebhookAttempt.Trigger.MANUAL):
             summary.broker_unavailable.append(pk)

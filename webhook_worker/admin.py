@@ -194,7 +194,7 @@ class WebhookEventAdmin(admin.ModelAdmin):
     )
     def retry_selected(self, request: HttpRequest, queryset: QuerySet[WebhookEvent]) -> None:
         ids = list(queryset.values_list("pk", flat=True))
-        self._report(request, retry_events(ids))
+        self._report(request, retry_events(ids, source="admin", user=request.user))
 
     @admin.action(
         permissions=["retry"],
@@ -205,7 +205,10 @@ class WebhookEventAdmin(admin.ModelAdmin):
     ) -> TemplateResponse | None:
         ids = list(queryset.values_list("pk", flat=True))
         if request.POST.get("post") == "yes":
-            self._report(request, retry_events(ids, include_succeeded=True))
+            self._report(
+                request,
+                retry_events(ids, include_succeeded=True, source="admin", user=request.user),
+            )
             return None
         events = list(queryset.order_by("-received_at").only("pk", "type", "status"))
         context = {

@@ -21,6 +21,7 @@ from webhook_ingest.conf import webhook_settings
 from webhook_ingest.models import WebhookEvent
 
 from .models import WebhookAttempt
+from .observability import log_fields
 from .retry import retry_delay
 from .webhooks import PermanentFailure
 
@@ -81,7 +82,14 @@ def record_failure(
     attempt: ClaimedAttempt,
     exc: Exception,
     started: float,
+    trigger: str = "",
+    handler: str = "",
 ) -> AttemptResult:
+    """Record the failed attempt and the event's next state, and log it with `exc_info`.
+
+    A retried attempt is a WARNING (with Sentry's logging integration, a
+    breadcrumb), a dead-lettered event an ERROR (a Sentry issue).
+    """
     duration_ms = (time.perf_counter() - started) * 1000
     if isinstance(exc, DatabaseError) and not connection.in_atomic_block:
         # The handlers' connection may be the casualty (killed, server
@@ -118,14 +126,17 @@ def record_failure(
         )
     if not updated:
         return AttemptResult("skipped", detail="taken over by a later attempt")
+    fields = {"trigger": trigger, "handler": handler, "error_class": error_class}
     if delay is None:
         logger.error(
-            "event %s (%s) attempt %d failed for good (%s: %s); dead-lettered",
-            event.pk, event.type, attempt.number, error_class, message,
+            "event %s (%s) attempt %d failed for good in %s (%s: %s); dead-lettered",
+            event.pk, event.type, attempt.number, handler, error_class, message,
+            exc_info=exc, extra=log_fields(event, attempt.number, outcome=Outcome.FAILED, **fields),
         )  # fmt: skip
         return AttemptResult("failed", error=exc)
     logger.warning(
-        "event %s (%s) attempt %d failed (%s: %s); retrying in %.1fs",
-        event.pk, event.type, attempt.number, error_class, message, delay,
+        "event %s (%s) attempt %d failed in %s (%s: %s); retrying in %.1fs",
+        event.pk, event.type, attempt.number, handler, error_class, message, delay,
+        exc_info=exc, extra=log_fields(event, attempt.number, outcome=Outcome.RETRY, **fields),
     )  # fmt: skip
     return AttemptResult("retry", retry_in=delay, error=exc, due_at=due_at if scheduled else None)

@@ -40,6 +40,7 @@ from webhook_ingest.thin import parse_thin_event
 from .enqueue import enqueue_or_mark
 from .events_api import Filters, Page, list_page
 from .models import EventScan
+from .observability import log_fields
 from .stripe_events import encode_event
 
 logger = logging.getLogger(__name__)
@@ -146,7 +147,10 @@ def _take(
         try:
             parsed.append((parse_thin_event(event) if filters.thin else parse_event(body), body))
         except InvalidBody as exc:
-            logger.warning("%s: skipped event %r: %s", source, event.get("id"), exc.detail)
+            fields = log_fields(None, None, event_id=event.get("id"), event_type=event.get("type"))
+            logger.warning(
+                "%s: skipped event %r: %s", source, event.get("id"), exc.detail, extra=fields
+            )
     recorded = present = 0
     if dry_run:
         stored = set(

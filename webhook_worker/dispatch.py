@@ -31,10 +31,13 @@ import logging
 import time
 from dataclasses import replace
 from datetime import datetime, timedelta
+from functools import partial
+from typing import Any
 
 from django.db import DatabaseError, OperationalError, connections, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.utils import CursorWrapper
+from django.dispatch import Signal
 from django.utils import timezone
 
 from webhook_ingest.conf import webhook_settings
@@ -49,13 +52,24 @@ from .attempts import (
     error_class_name,
     record_failure,
 )
-from .handling import run_handlers
+from .handling import Progress, handler_name, run_handlers
 from .models import WebhookAttempt
+from .observability import AttemptReport, attempt_report, log_fields
+from .signals import attempt_finished, attempt_started, event_dead_lettered
 
 logger = logging.getLogger(__name__)
 
 Status = WebhookEvent.Status
 Outcome = WebhookAttempt.Outcome
+
+# The event's status once an attempt with this outcome committed.
+STATUS_AFTER: dict[str, str] = {
+    Outcome.SUCCEEDED: Status.SUCCEEDED,
+    Outcome.SUPERSEDED: Status.SUCCEEDED,
+    Outcome.TWIN: Status.SUCCEEDED,
+    Outcome.RETRY: Status.RETRYING,
+    Outcome.FAILED: Status.FAILED,
+}
 
 # How long a second copy waits for the lock before concluding that a live
 # worker has the event. Long enough for Postgres to notice a killed worker's
@@ -113,8 +127,9 @@ def process(event_id: str, trigger: str, worker: str = "", task_id: str = "") ->
             if claimed is None:  # a live session has the lock, or its owner just died
                 if LOCK_WAIT_SECONDS <= 0 or not lock.wait(LOCK_WAIT_SECONDS):
                     logger.info(
-                        "event %s is being processed by another worker; leaving it", event_id
-                    )
+                        "event %s is being processed by another worker; leaving it",
+                        event_id, extra=log_fields(None, None, event_id=event_id),
+                    )  # fmt: skip
                     return AttemptResult("busy", detail="another worker holds the event")
                 claimed = _claim(cursor, lock, event_id, trigger, worker, task_id)
             if isinstance(claimed, AttemptResult):
@@ -123,7 +138,7 @@ def process(event_id: str, trigger: str, worker: str = "", task_id: str = "") ->
             event, attempt = claimed
             if turn is not None and turn.note:
                 attempt = replace(attempt, note=turn.note)
-            return _run(cursor, lock, event, attempt)
+            return _run(cursor, lock, event, attempt, trigger)
     finally:
         lock.release()
         if turn is not None:
@@ -172,8 +187,16 @@ def _claim(
         return _unclaimed(event_id, now, manual)
     event = WebhookEvent.from_db(connection.alias, fields, row[1 : len(fields) + 1])
     if event.status == Status.FAILED:
-        logger.error("event %s dead-lettered: its worker died on the last attempt", event_id)
-        return AttemptResult("failed", error=WorkerLost(WORKER_LOST_MESSAGE))
+        lost = WorkerLost(WORKER_LOST_MESSAGE)
+        logger.error(
+            "event %s (%s) dead-lettered: its worker died on the last attempt",
+            event_id, event.type,
+            exc_info=lost, extra=log_fields(event, event.attempts, trigger=trigger),
+        )  # fmt: skip
+        _after_commit(
+            connection, event_dead_lettered, event=event, attempt=event.attempts, exception=lost
+        )
+        return AttemptResult("failed", error=lost)
     return event, ClaimedAttempt(pk=row[len(fields) + 1], number=event.attempts)
 
 
@@ -181,7 +204,10 @@ def _unclaimed(event_id: str, now: datetime, manual: bool) -> AttemptResult:
     """Why the claim found nothing to do (missing, finished, or a retry not yet due)."""
     current = WebhookEvent.objects.filter(pk=event_id).values_list("status", "due_at").first()
     if current is None:
-        logger.warning("event %s not found (pruned, or never committed); dropping", event_id)
+        logger.warning(
+            "event %s not found (pruned, or never committed); dropping",
+            event_id, extra=log_fields(None, None, event_id=event_id),
+        )  # fmt: skip
         return AttemptResult("missing")
     status, due_at = current
     if status == Status.RETRYING and not manual and due_at > now + EARLY_SLACK:
@@ -194,14 +220,46 @@ class _TakenOver(Exception):
 
 
 def _run(
-    cursor: CursorWrapper, lock: _EventLock, event: WebhookEvent, attempt: ClaimedAttempt
+    cursor: CursorWrapper,
+    lock: _EventLock,
+    event: WebhookEvent,
+    attempt: ClaimedAttempt,
+    trigger: str,
 ) -> AttemptResult:
+    """Run the claimed attempt, tell Sentry, OpenTelemetry and the signals how it went."""
+    with attempt_report(event, attempt.number, trigger) as report:
+        attempt_started.send_robust(
+            WebhookEvent, event=event, attempt=attempt.number, trigger=trigger
+        )
+        result, outcome = _handle(cursor, lock, event, attempt, trigger, report)
+        report.finished(outcome, result.error)
+    # The instance the signals carry shows the status its attempt committed.
+    event.status = STATUS_AFTER.get(outcome, event.status)
+    # Each step above committed (autocommit); inside a caller's transaction
+    # (tests), the signals wait for its commit.
+    finished = {"event": event, "attempt": attempt.number, "exception": result.error}
+    _after_commit(lock.connection, attempt_finished, trigger=trigger, outcome=outcome, **finished)
+    if result.outcome == "failed":
+        _after_commit(lock.connection, event_dead_lettered, **finished)
+    return result
+
+
+def _handle(
+    cursor: CursorWrapper,
+    lock: _EventLock,
+    event: WebhookEvent,
+    attempt: ClaimedAttempt,
+    trigger: str,
+    report: AttemptReport,
+) -> tuple[AttemptResult, str]:
+    """The attempt itself; returns its result and the outcome recorded in its history."""
     started = time.perf_counter()
+    progress = Progress()
     try:
         # Everything from here on closes the attempt, whatever raises: the
         # registry, a handler, the finish. Never an event left `processing`.
         with transaction.atomic(using=lock.connection.alias):
-            ran = run_handlers(event)
+            ran = run_handlers(event, progress)
             # Succeeded only if this attempt is still the event's current one
             # (a manual retry may have reset it meanwhile); else roll back.
             # The same statement releases the lock (see finish_sql).
@@ -223,16 +281,29 @@ def _run(
             if marked != 1:
                 raise _TakenOver
     except _TakenOver:
-        return AttemptResult("skipped", detail="taken over by a later attempt")
+        return AttemptResult("skipped", detail="taken over by a later attempt"), Outcome.LOST
     except Exception as exc:
-        return record_failure(lock.connection, event, attempt, exc, started)
+        handler = handler_name(progress.handler) if progress.handler else "(no handler)"
+        report.failing(handler, error_class_name(exc))
+        result = record_failure(lock.connection, event, attempt, exc, started, trigger, handler)
+        outcome = {"retry": Outcome.RETRY, "failed": Outcome.FAILED}.get(result.outcome)
+        return result, outcome or Outcome.LOST
     # Celery's worker already logs each task's outcome and the attempt log
     # has the details: success is DEBUG.
-    logger.debug(
-        "event %s (%s) attempt %d succeeded in %.1f ms",
-        event.pk, event.type, attempt.number, (time.perf_counter() - started) * 1000,
-    )  # fmt: skip
-    return AttemptResult("succeeded")
+    if logger.isEnabledFor(logging.DEBUG):
+        logger.debug(
+            "event %s (%s) attempt %d %s in %.1f ms",
+            event.pk, event.type, attempt.number, ran.outcome,
+            (time.perf_counter() - started) * 1000,
+            extra=log_fields(event, attempt.number, trigger=trigger, outcome=ran.outcome),
+        )  # fmt: skip
+    return AttemptResult("succeeded"), ran.outcome
+
+
+def _after_commit(connection: BaseDatabaseWrapper, signal: Signal, **kwargs: Any) -> None:
+    transaction.on_commit(
+        partial(signal.send_robust, WebhookEvent, **kwargs), using=connection.alias
+    )
 
 
 def _joined(*notes: str) -> str:

@@ -21,6 +21,7 @@ from django.db import DatabaseError
 from webhook_ingest.models import WebhookEvent
 
 from .celery import PROCESS_EVENT
+from .observability import log_fields
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +77,7 @@ def enqueue_or_mark(
         logger.warning(
             "could not enqueue event %s (%s: %s); the sweeper will enqueue it",
             event_id, type(exc).__name__, exc,
+            extra=log_fields(None, None, event_id=event_id, event_type=event_type, trigger=trigger),
         )  # fmt: skip
         mark_for_sweep([event_id])
         return False

@@ -42,28 +42,37 @@ class HandlersRun:
     note: str = ""
 
 
+@dataclass
+class Progress:
+    """The handler running, or the last one called: after an exception, the one that raised."""
+
+    handler: Handler | None = None
+
+
 def handler_name(func: Handler) -> str:
     module = getattr(func, "__module__", None) or type(func).__module__
     name = getattr(func, "__qualname__", None) or type(func).__qualname__
     return f"{module}.{name}"
 
 
-def run_handlers(event: WebhookEvent) -> HandlersRun:
+def run_handlers(event: WebhookEvent, progress: Progress | None = None) -> HandlersRun:
     """Send `pre_handlers`, then call the event's handlers in order, skipping
     those the rules above leave out.
 
     Runs inside the attempt's transaction; a receiver's or a handler's
-    exception propagates.
+    exception propagates (`progress`, when given, then names the handler
+    that raised it; None for a receiver, whose traceback names it).
     """
+    progress = progress or Progress()
     replies = pre_handlers.send(sender=WebhookEvent, event=event)
     said = [reply for _, reply in replies if isinstance(reply, str) and reply]
-    ran = _call_handlers(event)
+    ran = _call_handlers(event, progress)
     if not said:
         return ran
     return replace(ran, note="; ".join(note for note in [*said, ran.note] if note))
 
 
-def _call_handlers(event: WebhookEvent) -> HandlersRun:
+def _call_handlers(event: WebhookEvent, progress: Progress) -> HandlersRun:
     funcs = handlers_for(event.type)
     if webhook_settings.DEDUPLICATE_TWINS:
         twin = handled_twin(event)
@@ -77,7 +86,9 @@ def _call_handlers(event: WebhookEvent) -> HandlersRun:
     skipped_ids = {id(f) for f in skipped}
     for func in funcs:
         if id(func) not in skipped_ids:
+            progress.handler = func
             func(event=event)
+    progress.handler = None  # what raises from here on is not a handler's
     if not skipped:
         return HandlersRun()
     names = ", ".join(handler_name(f) for f in skipped)

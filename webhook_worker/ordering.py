@@ -45,6 +45,7 @@ from webhook_ingest.models import WebhookEvent
 from . import ordering_sql
 from .enqueue import enqueue_or_mark
 from .models import WebhookAttempt
+from .observability import log_fields
 
 logger = logging.getLogger(__name__)
 
@@ -147,7 +148,9 @@ def _earlier_holding(
             f"ran before the earlier {earlier[0][0]}, still failing "
             f"ORDERING_MAX_WAIT ({hold.total_seconds():g}s) after it was received"
         )
-        logger.warning("event %s %s", event_id, note)
+        logger.warning(
+            "event %s %s", event_id, note, extra=log_fields(None, None, event_id=event_id)
+        )
         return note
     blocker, status, received_at = holding[0]
     # A failing event stops holding once its time is up; any other is

@@ -9,6 +9,7 @@ the broker.
 from __future__ import annotations
 
 import atexit
+import contextvars
 import logging
 import os
 import queue
@@ -35,7 +36,9 @@ PUBLISH_INTERVAL = 0.02
 # How long a process's exit waits for the events handed over to be published.
 EXIT_FLUSH_SECONDS = 10.0
 
-Item = tuple[str, str] | None  # (event id, event type), or the stop signal
+# (event id, event type, the context it was handed over in), or the stop signal
+Event = tuple[str, str, contextvars.Context]
+Item = Event | None
 
 
 class BackgroundPublisher:
@@ -47,6 +50,12 @@ class BackgroundPublisher:
     kombu has it (one Redis pipeline per batch; other transports publish
     message by message). A batch the broker cannot take is marked for the
     sweeper, with everything queued behind it.
+
+    Each event is published in a copy of the context it was handed over in
+    (`contextvars`): the request's, for a delivery. Whatever a publish
+    reads from the current context (OpenTelemetry's and Sentry's trace, which
+    their Celery integrations put in the message headers) is the request's,
+    as if it had published the event itself.
 
     The thread starts on first use in each process (gunicorn forks workers
     after import), and the process's exit waits up to EXIT_FLUSH_SECONDS for
@@ -64,7 +73,7 @@ class BackgroundPublisher:
     def enqueue(self, event_id: str, event_type: str) -> None:
         if self._pid != os.getpid():
             self._start()
-        self._queue.put((event_id, event_type))
+        self._queue.put((event_id, event_type, contextvars.copy_context()))
 
     def _start(self) -> None:
         with self._lock:
@@ -109,12 +118,12 @@ class BackgroundPublisher:
                         logger.warning(
                             "broker unreachable: %d more event(s) left to the sweeper", len(rest)
                         )
-                        _mark_for_sweep([event_id for event_id, _ in rest])
+                        _mark_for_sweep([event_id for event_id, _, _ in rest])
             except Exception:  # never let the thread die: later events need it
                 logger.exception("the webhook publisher failed on %d event(s)", len(batch))
 
     @staticmethod
-    def _publish_batch(batch: list[tuple[str, str]]) -> bool:
+    def _publish_batch(batch: list[Event]) -> bool:
         """Publish `batch`; False if the broker could not take it (marked for the sweeper)."""
         # Two tries: a pooled connection the broker dropped fails the first.
         for _ in range(2):
@@ -122,8 +131,8 @@ class BackgroundPublisher:
                 with current_app.producer_or_acquire() as producer:
                     grouped: Any = producer.batch() if hasattr(producer, "batch") else nullcontext()
                     with grouped:
-                        for event_id, event_type in batch:
-                            enqueue(event_id, event_type, producer=producer)
+                        for event_id, event_type, context in batch:
+                            context.run(enqueue, event_id, event_type, producer=producer)
                 return True
             except Exception as exc:  # any broker/transport failure: the rows are safe
                 error = exc
@@ -131,7 +140,7 @@ class BackgroundPublisher:
             "could not enqueue %d event(s) (%s: %s); the sweeper will enqueue them",
             len(batch), type(error).__name__, error,
         )  # fmt: skip
-        _mark_for_sweep([event_id for event_id, _ in batch])
+        _mark_for_sweep([event_id for event_id, _, _ in batch])
         return False
 
 
@@ -145,14 +154,14 @@ def _mark_for_sweep(event_ids: list[str]) -> None:
 
 def _take(
     pending: queue.SimpleQueue[Item], limit: int | None = None, not_before: float = 0.0
-) -> tuple[list[tuple[str, str]], bool]:
+) -> tuple[list[Event], bool]:
     """Take queued events, and whether the stop signal (None) was among them.
 
     With a `limit`: wait for the first, then, once the monotonic clock has
     reached `not_before`, take what else is queued, at most `limit` in all,
     and stop at the signal. Without: take everything queued now, without waiting.
     """
-    items: list[tuple[str, str]] = []
+    items: list[Event] = []
     stop = False
     while limit is None or len(items) < limit:
         try:

@@ -21,6 +21,7 @@ from . import dispatch, reconcile, sweeper
 from .celery import PROCESS_EVENT, RECONCILE, SWEEP
 from .enqueue import task_kwargs
 from .models import WebhookAttempt
+from .observability import log_fields
 from .retry import retry_delay
 
 logger = logging.getLogger(__name__)
@@ -66,7 +67,11 @@ def process_event(
     except DatabaseError as exc:
         if self.request.retries >= MAX_INFRASTRUCTURE_RETRIES:
             raise
-        logger.warning("database error processing %s (%s); retrying", event_id, exc)
+        logger.warning(
+            "database error processing %s (%s); retrying",
+            event_id, exc, exc_info=exc,
+            extra=log_fields(None, None, event_id=event_id, event_type=event_type, trigger=trigger),
+        )  # fmt: skip
         countdown = min(retry_delay(1) or 10, webhook_settings.MAX_BROKER_DELAY)
         raise self.retry(countdown=countdown, exc=exc, kwargs=retry_kwargs) from exc
     error = result.error if isinstance(result.error, Exception) else None

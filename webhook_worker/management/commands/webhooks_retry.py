@@ -97,7 +97,9 @@ class Command(BaseCommand):
             if unknown:
                 raise CommandError(f"{len(unknown)} unknown event id(s): {', '.join(unknown[:10])}")
             return
-        summary = retry_events(ids, include_succeeded=options["include_succeeded"])
+        summary = retry_events(
+            ids, include_succeeded=options["include_succeeded"], source="command"
+        )
         for pk in summary.queued:
             self.stdout.write(f"queued   {pk}")
         for label, pks in (
