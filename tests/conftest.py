@@ -47,7 +47,8 @@ def stack_env(test_db_url: str, handler_log: Path) -> dict[str, str]:
     """Environment for web/worker subprocesses: same settings, database and queue."""
     env = dict(os.environ)
     env.update(
-        DJANGO_SETTINGS_MODULE="tests.settings",
+        # tests.settings, or the module the run was started with (--ds).
+        DJANGO_SETTINGS_MODULE=settings.SETTINGS_MODULE,
         DATABASE_URL=test_db_url,
         WEBHOOKS_TEST_QUEUE=settings.CELERY_TASK_DEFAULT_QUEUE,
         WEBHOOKS_HANDLER_LOG=str(handler_log),

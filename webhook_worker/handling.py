@@ -11,11 +11,14 @@
 
 What was skipped, and why, goes to the attempt (`skipped`, `note`); when no
 handler ran for that reason, the attempt's outcome says so.
+
+Before any of it, the `pre_handlers` signal (webhook_worker.signals) runs its
+receivers in the same transaction; what they return joins the note.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from django.db import connections
 
@@ -24,6 +27,7 @@ from webhook_ingest.models import WebhookEvent
 
 from .attempt_sql import TWIN_LOCK_SQL
 from .models import WebhookAttempt
+from .signals import pre_handlers
 from .webhooks import Handler, handlers_for, skips_superseded
 
 Outcome, Skip = WebhookAttempt.Outcome, WebhookAttempt.Skip
@@ -52,12 +56,23 @@ def handler_name(func: Handler) -> str:
 
 
 def run_handlers(event: WebhookEvent, progress: Progress | None = None) -> HandlersRun:
-    """Call the event's handlers in order, skipping those the rules above leave out.
+    """Send `pre_handlers`, then call the event's handlers in order, skipping
+    those the rules above leave out.
 
-    Runs inside the attempt's transaction; a handler's exception propagates
-    (`progress`, when given, then names the handler that raised it).
+    Runs inside the attempt's transaction; a receiver's or a handler's
+    exception propagates (`progress`, when given, then names the handler
+    that raised it; None for a receiver, whose traceback names it).
     """
     progress = progress or Progress()
+    replies = pre_handlers.send(sender=WebhookEvent, event=event)
+    said = [reply for _, reply in replies if isinstance(reply, str) and reply]
+    ran = _call_handlers(event, progress)
+    if not said:
+        return ran
+    return replace(ran, note="; ".join(note for note in [*said, ran.note] if note))
+
+
+def _call_handlers(event: WebhookEvent, progress: Progress) -> HandlersRun:
     funcs = handlers_for(event.type)
     if webhook_settings.DEDUPLICATE_TWINS:
         twin = handled_twin(event)

@@ -1,10 +1,16 @@
-"""Signals sent by the worker, for integrators (alerting, audit logs, metrics).
+"""Signals sent by the worker, for integrators (alerting, audit logs, metrics) and
+for code that must run with every event (the dj-stripe bridge).
 
-Every signal is sent with `sender=WebhookEvent` and through `send_robust`: a
-receiver that raises is logged by Django (logger `django.dispatch`) and
-changes nothing about the attempt. Those marked "after commit" are sent once
-the state they announce is committed, so a receiver that reads the database,
-or hands the id to another process, sees it.
+Every signal is sent with `sender=WebhookEvent`. All but `pre_handlers` go
+through `send_robust`: a receiver that raises is logged by Django (logger
+`django.dispatch`) and changes nothing about the attempt. Those marked
+"after commit" are sent once the state they announce is committed, so a
+receiver that reads the database, or hands the id to another process, sees
+it.
+
+`pre_handlers` is the one that takes part in the attempt: it is sent with
+`send`, inside the attempt's transaction, so its receivers' writes and
+exceptions count like a handler's (below).
 
 The ingest app's signals (`webhook_ingest.signals`: `delivery_accepted`,
 `delivery_rejected`, `event_ready`) are the other half; the README lists all.
@@ -20,6 +26,21 @@ from django.dispatch import Signal
 # trigger (str, a WebhookAttempt.Trigger value: "delivery", "retry",
 # "sweeper", "manual", ...).
 attempt_started = Signal()
+
+# Code that must run with every event before its handlers, in their
+# transaction (the dj-stripe bridge, webhook_worker.contrib.djstripe, is one):
+#
+#     def sync(sender, event, **kwargs): ...
+#     pre_handlers.connect(sync, sender=WebhookEvent)   # in an AppConfig.ready()
+#
+# Sent at the start of each attempt's `transaction.atomic()` block, before any
+# handler, even when the handlers are then skipped (superseded, twin).
+# Arguments: event. A receiver's writes commit or roll back with the
+# handlers'; an exception it raises fails the attempt as a handler's would
+# (rolled back, recorded with its traceback, retried, or dead-lettered for
+# `webhooks.PermanentFailure`). A receiver may return a short sentence: it
+# is added to the attempt's note in the history.
+pre_handlers = Signal()
 
 # An attempt has ended and its outcome is committed. Arguments: event,
 # attempt, trigger, outcome (a WebhookAttempt.Outcome value: "succeeded",

@@ -16,6 +16,8 @@ module needs no Django set-up.
 from __future__ import annotations
 
 import copy
+import hashlib
+import hmac
 import json
 import secrets
 import string
@@ -216,8 +218,17 @@ def encode_event(event: dict[str, Any]) -> str:
 
 
 def sign_body(body: str, secret: str, timestamp: int | None = None) -> str:
-    """The `Stripe-Signature` header for `body`, computed by the stripe library."""
-    return str(stripe.WebhookSignature.generate_signature_header(body, secret, timestamp=timestamp))
+    """The `Stripe-Signature` header for `body`, computed by the stripe library.
+
+    stripe-python before 15 has no public signer: there the header is built
+    as Stripe documents it (an HMAC-SHA256 of "<timestamp>.<body>").
+    """
+    generate = getattr(stripe.WebhookSignature, "generate_signature_header", None)
+    if generate is not None:
+        return str(generate(body, secret, timestamp=timestamp))
+    timestamp = int(time.time()) if timestamp is None else timestamp
+    signed = f"{timestamp}.{body}".encode()
+    return f"t={timestamp},v1={hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()}"
 
 
 def post_event(

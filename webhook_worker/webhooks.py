@@ -220,7 +220,7 @@ def call_handlers(event: Any) -> None:
 
     What the worker does inside its transaction, for code (and tests) written
     against dj-stripe's `call_handlers`. No transaction, retry or attempt
-    record of its own: exceptions propagate.
+    record of its own, and no `pre_handlers` signal: exceptions propagate.
     """
     for func in handlers_for(event.type):
         func(event=event)

@@ -1,0 +1,1 @@
+"""Optional apps built on the worker's public hooks; none is loaded unless installed."""
