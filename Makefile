@@ -93,9 +93,10 @@ screenshot: $(STAMP)
 	$(PY) -m devstack exec -- $(PY) docs/screenshot.py
 
 # Ingest and end to end against framework-free floors, side by side, then
-# what each ordering mode costs the worker: prints the results and rewrites
-# docs/benchmarks.md (bench/run.py, bench/ordering.py). ~20 minutes;
-# BENCH_ARGS=--quick for ~5. Installs wrk from Debian's packages if missing.
+# what each ordering mode costs the worker, then what each request costs as
+# the events table grows to 2,000,000 events: prints the results and rewrites
+# docs/benchmarks.md (bench/run.py, bench/ordering.py, bench/growth.py).
+# ~40 minutes; BENCH_ARGS=--quick for ~8. Installs wrk from Debian's packages if missing.
 BENCH_STAMP := $(VENV)/.bench-installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
@@ -107,6 +108,7 @@ bench: $(BENCH_STAMP)
 	@command -v wrk >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq wrk; }
 	$(PY) -m bench.run $(BENCH_ARGS)
 	$(PY) -m bench.ordering $(BENCH_ARGS)
+	$(PY) -m bench.growth $(BENCH_ARGS)
 
 # Several hosts on one machine (network namespaces; needs root): two web
 # hosts behind haproxy, three worker hosts each with beat's schedule, a

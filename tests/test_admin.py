@@ -11,6 +11,7 @@ from django.contrib.admin.utils import quote, unquote
 from django.contrib.auth.models import Permission, User
 from django.db.models import Q
 from django.test import Client
+from django.utils import timezone
 
 from webhook_ingest.models import WebhookEvent
 from webhook_ingest.thin import parse_thin_event
@@ -151,7 +152,12 @@ def test_the_lists_filters_and_searches_are_served_by_indexes():
         ],
         "webhook_event_object_id": [events.filter(object_id="cus_123")],
         "webhook_event_account": [events.filter(account="acct_123")],
-        "webhook_event_status_due": [events.filter(status="failed")],
+        "webhook_event_open_received": [
+            events.filter(status="failed").order_by("-received_at")[:50]
+        ],
+        "webhook_event_open_due": [
+            events.filter(status__in=WebhookEvent.UNFINISHED, due_at__lt=timezone.now())
+        ],
         "webhook_attempt_skipped": [
             events.filter(
                 pk__in=WebhookAttempt.objects.filter(skipped="superseded").values("event_id")

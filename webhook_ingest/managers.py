@@ -1,5 +1,5 @@
 """The `WebhookEvent` manager: the idempotent insert every recorded event goes through,
-and the aggregate queries the admin, health and metrics read."""
+and the age of the oldest unfinished events (counts are in `counts`)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 from django.db import connections, models, router
 from django.db.backends.base.base import BaseDatabaseWrapper
-from django.db.models import CharField, Count, F, Func, Value
+from django.db.models import CharField, F, Func, Min, Value
 from django.utils import timezone
 
 from .parsing import ParsedEvent
@@ -23,22 +23,18 @@ class WebhookEventQuerySet(models.QuerySet[Any]):
     def unfinished(self) -> WebhookEventQuerySet:
         return self.filter(status__in=self.model.UNFINISHED)
 
-    def count_by_status(self) -> dict[str, int]:
-        """Events per status, every status present (one GROUP BY over the status index)."""
-        counts = dict.fromkeys(self.model.Status.values, 0)
-        for status, n in self.order_by().values_list("status").annotate(n=Count("pk")):
-            counts[status] = n
-        return counts
+    def oldest_unfinished(self) -> dict[str, datetime]:
+        """When the oldest event of each unfinished status was received, for those with any.
 
-    def count_by_status_category_and_origin(self) -> dict[tuple[str, str, str, str], int]:
-        """Events per (status, category, style, source), for the combinations present."""
-        rows = (
-            self.order_by()
-            .annotate(category=type_category())
-            .values_list("status", "category", "style", "source")
-            .annotate(n=Count("pk"))
-        )
-        return {(status, category, style, source): n for status, category, style, source, n in rows}
+        One query per status, each one probe of the partial (status,
+        received_at) index, however many events are stored.
+        """
+        oldest = {}
+        for status in self.model.UNFINISHED:
+            first = self.order_by().filter(status=status).aggregate(first=Min("received_at"))
+            if first["first"] is not None:
+                oldest[status] = first["first"]
+        return oldest
 
 
 class WebhookEventManager(models.Manager.from_queryset(WebhookEventQuerySet)):  # type: ignore[misc]

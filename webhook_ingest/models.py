@@ -15,7 +15,7 @@ from .conf import webhook_settings
 from .managers import WebhookEventManager, type_category
 from .parsing import type_parts
 
-__all__ = ["WebhookEvent", "WebhookEventManager", "type_category"]
+__all__ = ["EventCount", "WebhookEvent", "WebhookEventManager", "type_category"]
 
 _ONE_SECOND = timedelta(seconds=1)
 
@@ -97,7 +97,20 @@ class WebhookEvent(models.Model):
         # LIKE; only `type` needs prefix matching (categories), and its
         # pattern_ops index serves equality as well.
         indexes = [
-            models.Index(fields=["status", "due_at"], name="webhook_event_status_due"),
+            # Partial: a finished event leaves them. The sweeper reads the
+            # first; the admin's status filter and the oldest unfinished
+            # event's age read the second (succeeded events are found by
+            # `received_at`, they are nearly all of them).
+            models.Index(
+                fields=["status", "due_at"],
+                name="webhook_event_open_due",
+                condition=models.Q(status__in=["pending", "processing", "retrying"]),
+            ),
+            models.Index(
+                fields=["status", "received_at"],
+                name="webhook_event_open_received",
+                condition=~models.Q(status="succeeded"),
+            ),
             models.Index(
                 fields=["type"], name="webhook_event_type", opclasses=["varchar_pattern_ops"]
             ),
@@ -196,3 +209,37 @@ class WebhookEvent(models.Model):
     def is_superseded(self) -> bool:
         """True when a newer event about the same object (`object_id`) has already succeeded."""
         return self.superseded_by is not None
+
+
+class EventCount(models.Model):
+    """How many stored events have one status, type, endpoint, style and source.
+
+    Written only by Postgres triggers on the events table (migration 0005),
+    in the same transaction as the change they count: every insert, update
+    and delete, whoever makes it. Each database session adds to rows of its
+    own (`session` is its backend pid), so sessions never wait on each
+    other's counts; the sweeper folds the rows of ended sessions into
+    `session` 0. The total for a key is the sum over its rows.
+    """
+
+    status = models.CharField(max_length=16)
+    type = models.CharField(max_length=255)
+    endpoint = models.CharField(max_length=64)
+    style = models.CharField(max_length=16)
+    source = models.CharField(max_length=16)
+    session = models.IntegerField(help_text="The backend pid that wrote the row; 0: folded.")
+    n = models.BigIntegerField()
+
+    KEY = ("status", "type", "endpoint", "style", "source")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["status", "type", "endpoint", "style", "source", "session"],
+                name="webhook_event_count_key",
+            )
+        ]
+        verbose_name = "event count"
+
+    def __str__(self) -> str:
+        return f"{self.status} {self.type} ({self.endpoint}): {self.n}"

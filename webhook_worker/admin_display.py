@@ -10,7 +10,8 @@ from django.http import HttpRequest
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
-from webhook_ingest.models import WebhookEvent, type_category
+from webhook_ingest import counts
+from webhook_ingest.models import WebhookEvent
 
 from .models import WebhookAttempt
 
@@ -51,42 +52,66 @@ def status_badge(status: str, label: str | None = None) -> str:
     )
 
 
-class StatusFilter(admin.SimpleListFilter):
+class CountedFilter(admin.SimpleListFilter):
+    """A filter on fields `EventCount` has, under the events' own names: `counted()`
+    is the condition, and it selects the matching events and their count rows alike."""
+
+    @classmethod
+    def counted(cls, value: str) -> Q:
+        """The condition on `EventCount` rows that matches the filter's value."""
+        return Q(**{str(cls.parameter_name): value})
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        value = self.value()
+        if value:
+            return queryset.filter(self.counted(value))
+        return queryset
+
+
+class StatusFilter(CountedFilter):
     """Status, with the number of events in each."""
 
     title = "status"
     parameter_name = "status"
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        counts = getattr(request, COUNTS_ATTR, None) or WebhookEvent.objects.count_by_status()
-        return [(value, f"{label} ({counts[value]})") for value, label in Status.choices]
-
-    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
-        if self.value() in Status.values:
-            return queryset.filter(status=self.value())
-        return queryset
+        found = getattr(request, COUNTS_ATTR, None) or counts.by_status()
+        return [(value, f"{label} ({found[value]})") for value, label in Status.choices]
 
 
-class CategoryFilter(admin.SimpleListFilter):
+class CategoryFilter(CountedFilter):
     """The first segment of the type, as handlers match it: `customer` is every customer.* event."""
 
     title = "category"
     parameter_name = "category"
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        categories = (
-            WebhookEvent.objects.order_by()
-            .annotate(category=type_category())
-            .values_list("category", flat=True)
-            .distinct()
-        )
+        categories = {t.split(".", 1)[0] for t in counts.present("type")}
         return [(c, c) for c in sorted(categories)]
 
-    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
-        value = self.value()
-        if value:
-            return queryset.filter(Q(type=value) | Q(type__startswith=f"{value}."))
-        return queryset
+    @classmethod
+    def counted(cls, value: str) -> Q:
+        return Q(type=value) | Q(type__startswith=f"{value}.")
+
+
+class TypeFilter(CountedFilter):
+    """The exact type, among those of stored events."""
+
+    title = "type"
+    parameter_name = "type"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [(t, t) for t in counts.present("type")]
+
+
+class EndpointFilter(CountedFilter):
+    """The endpoint events came on, among those of stored events."""
+
+    title = "endpoint"
+    parameter_name = "endpoint"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [(e, e) for e in counts.present("endpoint")]
 
 
 class SkippedFilter(admin.SimpleListFilter):

@@ -2,11 +2,14 @@
 
 Two kinds:
 
-- From the database, computed at scrape time with aggregate queries: events
-  by status and type category, attempts by outcome and trigger, the age of
-  the oldest unfinished event per status, and how many events are overdue
-  for the sweeper. The database is the truth, so every web process reports
-  the same figures and nothing is lost when a process restarts.
+- From the database, read at scrape time: events by status and type
+  category and attempts by outcome and trigger (exact counts, kept by
+  triggers in `EventCount` and `AttemptCount`), the age of the oldest
+  unfinished event per status, and how many events are overdue for the
+  sweeper. None of them reads the events table in full, so a scrape costs
+  the same however many events are stored. The database is
+  the truth, so every web process reports the same figures and nothing is
+  lost when a process restarts.
 - Ingest rejections, counted in the web processes as they happen
   (`webhook_ingest.signals.delivery_rejected`). With several processes
   (gunicorn workers) set `PROMETHEUS_MULTIPROC_DIR` to an empty directory
@@ -25,17 +28,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from celery import current_app
-from django.db.models import Count, Min
+from django.db.models import Sum
 from django.dispatch import receiver
 from django.utils import timezone
 from prometheus_client import Counter
 
+from webhook_ingest import counts
 from webhook_ingest.conf import webhook_settings
 from webhook_ingest.models import WebhookEvent
 from webhook_ingest.signals import delivery_rejected
 
 from . import reconcile
-from .models import WebhookAttempt
+from .models import AttemptCount
 from .sweeper import stale_events
 
 logger = logging.getLogger(__name__)
@@ -97,31 +101,28 @@ class Snapshot:
 
 
 def snapshot(with_attempts: bool = True) -> Snapshot:
-    """Read the figures; raises DatabaseError when the database is unreachable."""
+    """Read the figures; raises DatabaseError when the database is unreachable.
+
+    Counts come from the count tables the triggers keep, ages from one index
+    probe per unfinished status: no figure reads the events or attempts
+    tables in full.
+    """
     now = timezone.now()
     snap = Snapshot()
-    for key, n in WebhookEvent.objects.count_by_status_category_and_origin().items():
-        status, category, style, source = key
-        snap.events[(status, category)] = snap.events.get((status, category), 0) + n
+    for (status, event_type, _, style, source), n in counts.by_key().items():
+        key = (status, event_type.split(".", 1)[0])
+        snap.events[key] = snap.events.get(key, 0) + n
         snap.origins[(style, source)] = snap.origins.get((style, source), 0) + n
-    oldest = (
-        WebhookEvent.objects.unfinished()
-        .order_by()
-        .values("status")
-        .annotate(oldest=Min("received_at"))
-    )
-    for status, first in oldest.values_list("status", "oldest"):
+    for status, first in WebhookEvent.objects.oldest_unfinished().items():
         snap.oldest_age[status] = max(0.0, (now - first).total_seconds())
     snap.stale = stale_events(now).count()
     if with_attempts:
         attempts = (
-            WebhookAttempt.objects.order_by()
-            .values("outcome", "trigger", "skipped")
-            .annotate(n=Count("pk"))
+            AttemptCount.objects.values_list("outcome", "trigger", "skipped")
+            .annotate(total=Sum("n"))
+            .filter(total__gt=0)
         )
-        for outcome, trigger, skipped, n in attempts.values_list(
-            "outcome", "trigger", "skipped", "n"
-        ):
+        for outcome, trigger, skipped, n in attempts:
             snap.attempts[(outcome, trigger)] = snap.attempts.get((outcome, trigger), 0) + n
             if skipped:
                 snap.skips[skipped] = snap.skips.get(skipped, 0) + n

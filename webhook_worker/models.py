@@ -1,4 +1,5 @@
 """`WebhookAttempt`: one row per time a worker ran an event's handlers.
+`AttemptCount`: attempts per outcome, kept by triggers.
 `EventScan`: a scan of Stripe's Events API (a backfill, or an endpoint's reconciliation)."""
 
 from __future__ import annotations
@@ -76,6 +77,35 @@ class WebhookAttempt(models.Model):
 
     def __str__(self) -> str:
         return f"attempt {self.number} of {self.event_id}: {self.outcome}"
+
+
+class AttemptCount(models.Model):
+    """How many recorded attempts have one outcome, trigger and skip reason.
+
+    Kept by Postgres triggers on the attempts table (migration 0003) exactly
+    as `webhook_ingest.models.EventCount` is for events: rows per database
+    session, folded by the sweeper, summed when read.
+    """
+
+    outcome = models.CharField(max_length=16)
+    trigger = models.CharField(max_length=16)
+    skipped = models.CharField(max_length=16)
+    session = models.IntegerField(help_text="The backend pid that wrote the row; 0: folded.")
+    n = models.BigIntegerField()
+
+    KEY = ("outcome", "trigger", "skipped")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["outcome", "trigger", "skipped", "session"],
+                name="webhook_attempt_count_key",
+            )
+        ]
+        verbose_name = "attempt count"
+
+    def __str__(self) -> str:
+        return f"{self.outcome} {self.trigger}: {self.n}"
 
 
 class EventScan(models.Model):

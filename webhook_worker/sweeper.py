@@ -14,6 +14,10 @@
 Rows are claimed with `SELECT ... FOR UPDATE SKIP LOCKED` and updated in the
 same transaction, so any number of sweepers can run at once and each event
 is enqueued once.
+
+3. Counts. The count rows of database sessions that have ended are folded
+   into one per key (`webhook_ingest.counts.fold_ended_sessions`), so the
+   count tables stay about a row per key and live session.
 """
 
 from __future__ import annotations
@@ -27,12 +31,13 @@ from django.db.models import BooleanField, QuerySet
 from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
+from webhook_ingest import counts
 from webhook_ingest.conf import webhook_settings
-from webhook_ingest.models import WebhookEvent
+from webhook_ingest.models import EventCount, WebhookEvent
 
 from .attempt_sql import lock_free_sql
 from .enqueue import enqueue_or_mark, mark_for_sweep
-from .models import WebhookAttempt
+from .models import AttemptCount, WebhookAttempt
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +85,8 @@ def sweep(now: datetime | None = None, batch_size: int = BATCH_SIZE) -> SweepRes
     stale, stale_ok = _claim_and_enqueue(
         stale_events(now), now, batch_size, WebhookAttempt.Trigger.SWEEPER
     )
+    for model in (EventCount, AttemptCount):
+        counts.fold_ended_sessions(model)
     result = SweepResult(retries, stale, not (ok and stale_ok))
     if result.total:
         logger.info("sweeper: %d due retr(ies) published, %d stale event(s) re-enqueued",
