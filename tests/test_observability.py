@@ -8,6 +8,7 @@ receivers that record every signal, each to a file this test reads.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -17,12 +18,14 @@ from typing import Any
 
 import pytest
 import requests
+from django.utils import timezone
 
+from webhook_ingest.models import WebhookEvent
 from webhook_worker.stripe_events import encode_event
 
 from . import stack
 from .constants import API_KEY, SECRET
-from .faults import deliver
+from .faults import deliver, make_lane
 from .helpers import make_event, wait_for_status, wait_until
 from .observability import REPORTED_IN_VIEW, SENTRY_FILE, SIGNALS_FILE, SPANS_FILE, read
 
@@ -312,6 +315,71 @@ def test_a_dead_lettered_event_is_one_error_grouped_by_handler_and_exception(obs
         }
     ]
     assert attempt_spans(observed, first["id"])[-1]["attributes"]["webhook.trigger"] == "manual"
+
+
+def test_a_retry_the_sweeper_publishes_links_back_to_the_delivery_trace(observed, log_dir):
+    """A retry longer than MAX_BROKER_DELAY waits in the database; the sweeper
+    publishes it inside a `webhook.requeue` span linked to the delivery's trace,
+    and the retried attempt is in the sweeper's trace."""
+    lane = make_lane(
+        observed.env,
+        log_dir,
+        WEBHOOKS_TEST_OVERRIDES=json.dumps(
+            {"RETRY_SCHEDULE": [2], "RETRY_JITTER": 0, "MAX_BROKER_DELAY": 1}
+        ),
+    )
+    try:
+        web, _ = lane.web(workers=1, threads=2), lane.worker(concurrency=1)
+        event = event_with_private_data("fail_first")
+        event_id = event["id"]
+        assert deliver(f"{web.url}/webhooks/stripe/", event) == 200
+
+        waiting = wait_until(
+            lambda: WebhookEvent.objects.filter(
+                pk=event_id, status="retrying", scheduled=True
+            ).first(),
+            message="the retry to wait in the database",
+        )
+        wait_until(lambda: timezone.now() >= waiting.due_at, message="the retry to be due")
+        swept = stack.manage(lane.env, "webhooks_requeue")
+        assert swept.returncode == 0, swept.stderr
+        assert swept.stdout.startswith("Published 1 due retry;"), swept.stdout
+        wait_for_status(event_id, "succeeded")
+        wait_until(
+            lambda: (
+                [len(ancestors(observed.spans(), s)) for s in attempt_spans(observed, event_id)]
+                == [3, 3]
+            ),
+            message="two attempt spans, each down from its root",
+        )
+    finally:
+        lane.stop()
+
+    spans = observed.spans()
+    first, second = attempt_spans(observed, event_id)
+    assert ancestors(spans, first)[-1].startswith("POST ")  # the delivery's trace
+    assert ancestors(spans, second) == [
+        "run/webhook_worker.process_event",
+        "apply_async/webhook_worker.process_event",
+        "webhook.requeue",
+    ]
+    [requeue] = [
+        s
+        for s in spans
+        if s["name"] == "webhook.requeue" and s["attributes"].get("webhook.event_id") == event_id
+    ]
+    assert requeue["attributes"] == {
+        "webhook.event_id": event_id,
+        "webhook.event_type": "customer.created",
+        "webhook.trigger": "retry",
+    }
+    delivery_trace = first["context"]["trace_id"]
+    assert second["context"]["trace_id"] == requeue["context"]["trace_id"] != delivery_trace
+    [link] = requeue["links"]
+    assert link["context"]["trace_id"] == delivery_trace
+    # What the link came from: the first attempt's trace context, on the event.
+    stored = WebhookEvent.objects.get(pk=event_id).traceparent
+    assert stored.split("-")[1] == delivery_trace.removeprefix("0x")
 
 
 def test_events_published_together_each_continue_their_own_request_trace(observed):

@@ -45,6 +45,8 @@ def test_a_failed_attempt_schedules_its_retry_by_length(delay, scheduled):
     with settings_with(RETRY_SCHEDULE=[delay], MAX_BROKER_DELAY=30):
         event = run_handlers(make_event(behavior="fail_first"), raise_errors=False)
     assert (event.status, event.scheduled) == ("retrying", scheduled)
+    # This process has not set OpenTelemetry up: no trace context is stored.
+    assert event.traceparent == ""
     attempt = WebhookAttempt.objects.get(event_id=event.pk)
     assert attempt.outcome == "retry"
     assert attempt.finished_at is not None

@@ -86,6 +86,16 @@ class WebhookEvent(models.Model):
         blank=True,
         help_text="With ORDERING: the earlier event (or the object) this one waits for.",
     )
+    traceparent = models.CharField(
+        max_length=128,
+        blank=True,
+        default="",
+        db_default="",
+        help_text=(
+            "With OpenTelemetry set up: the W3C trace context of the event's first attempt, "
+            "which the sweeper's re-enqueues link back to."
+        ),
+    )
 
     objects = WebhookEventManager()
 

@@ -95,8 +95,10 @@ def claim_sql() -> str:
     Then, in the same statement: an unfinished event (a `retrying` one only once due,
     unless the attempt is manual) becomes `processing` with one more attempt,
     attempts left `running` by a dead worker become `lost`, and the new
-    attempt's row is inserted. An event found `processing` with no attempts
-    left (its worker died on the last one) becomes `failed` instead.
+    attempt's row is inserted; an event with no stored trace context keeps
+    `%(traceparent)s` (the attempt's, "" when not tracing). An event found
+    `processing` with no attempts left (its worker died on the last one)
+    becomes `failed` instead.
     Returns one row: whether the lock is held, then the event's columns and
     the new attempt's id (all NULL when nothing was claimed). The statement's
     snapshot predates the lock; a row another session changed since is
@@ -130,6 +132,8 @@ def claim_sql() -> str:
                 {column(E, "due_at")} = %(now)s,
                 {column(E, "scheduled")} = false,
                 {column(E, "waiting_for")} = '',
+                {column(E, "traceparent")} = CASE WHEN {e("traceparent")} = ''
+                    THEN %(traceparent)s ELSE {e("traceparent")} END,
                 {column(E, "last_error")} = CASE WHEN {exhausted}
                     THEN %(lost_error)s ELSE {e("last_error")} END
             WHERE (SELECT held FROM lock) AND {e("id")} = %(event_id)s

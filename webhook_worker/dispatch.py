@@ -54,7 +54,7 @@ from .attempts import (
 )
 from .handling import Progress, handler_name, run_handlers
 from .models import WebhookAttempt
-from .observability import AttemptReport, attempt_report, log_fields
+from .observability import AttemptReport, attempt_report, current_traceparent, log_fields
 from .signals import attempt_finished, attempt_started, event_dead_lettered
 
 logger = logging.getLogger(__name__)
@@ -171,6 +171,8 @@ def _claim(
             "manual": manual,
             "max_attempts": webhook_settings.max_attempts,
             "trigger": trigger,
+            # The delivery's trace, which the sweeper's re-enqueues link back to.
+            "traceparent": current_traceparent(),
             "worker": worker,
             "task_id": task_id,
             "lost_class": error_class_name(WorkerLost()),

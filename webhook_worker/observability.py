@@ -11,7 +11,12 @@ used through its public API, and does nothing until the project sets it up:
 - OpenTelemetry: each attempt is a span `webhook.attempt` with the same
   attributes plus `webhook.outcome`, inside the Celery instrumentation's
   task span, so inside the delivery's trace (the publisher runs each publish
-  in the context of the request that handed the event over).
+  in the context of the request that handed the event over). The first
+  attempt's claim stores that trace context on the event (`traceparent`);
+  when the sweeper publishes the event again (a retry that waited in the
+  database, a stale event), it does so inside a span `webhook.requeue` that
+  links to it: the next attempt is in the sweeper's trace, linked back to
+  the delivery's.
 
 Log lines about an event carry `log_fields()` as `extra`, for JSON formatters.
 """
@@ -30,13 +35,62 @@ except ImportError:  # optional: tags and grouping when the project uses Sentry
     sentry_sdk = None  # type: ignore[assignment]
 try:
     from opentelemetry import trace
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 except ImportError:  # optional: the attempt span when the project uses OpenTelemetry
     trace = None  # type: ignore[assignment]
+    TraceContextTextMapPropagator = None  # type: ignore[assignment,misc]
 
 SPAN_NAME = "webhook.attempt"
+REQUEUE_SPAN_NAME = "webhook.requeue"
 # A proxy until the project sets its tracer provider up (the global provider
 # is a ProxyTracerProvider until then), then that provider's.
 tracer = trace.get_tracer(__name__) if trace is not None else None
+# W3C trace context whatever propagators the project configured: the stored
+# value is a `traceparent` header.
+w3c: Any = TraceContextTextMapPropagator() if TraceContextTextMapPropagator is not None else None
+TRACEPARENT_MAX_LENGTH = 128  # WebhookEvent.traceparent
+
+
+def tracing() -> bool:
+    """True when OpenTelemetry is installed and the project has set a tracer provider up."""
+    return tracer is not None and not isinstance(
+        trace.get_tracer_provider(), trace.ProxyTracerProvider
+    )
+
+
+def current_traceparent() -> str:
+    """The current span's trace context as a W3C `traceparent`; "" when not tracing."""
+    # The current span first: without tracing there is none, and looking it
+    # up costs an attempt about half of what `tracing()` does.
+    if trace is None or not trace.get_current_span().get_span_context().is_valid or not tracing():
+        return ""
+    carrier: dict[str, str] = {}
+    w3c.inject(carrier)
+    return carrier.get("traceparent", "")[:TRACEPARENT_MAX_LENGTH]
+
+
+@contextmanager
+def requeue_span(event_id: str, event_type: str, trigger: str, traceparent: str) -> Iterator[None]:
+    """Publish an event again inside a span linked to its stored trace context.
+
+    A span only when tracing; a link only when `traceparent` is a valid one
+    (it is "" for an event no attempt has claimed while tracing).
+    """
+    if not tracing():
+        yield
+        return
+    links = []
+    if traceparent:
+        stored = trace.get_current_span(w3c.extract({"traceparent": traceparent}))
+        if stored.get_span_context().is_valid:
+            links.append(trace.Link(stored.get_span_context()))
+    attributes = {
+        "webhook.event_id": event_id,
+        "webhook.event_type": event_type,
+        "webhook.trigger": trigger,
+    }
+    with tracer.start_as_current_span(REQUEUE_SPAN_NAME, links=links, attributes=attributes):
+        yield
 
 
 def log_fields(event: WebhookEvent | None, attempt: int | None, **more: Any) -> dict[str, Any]:
@@ -89,15 +143,12 @@ def attempt_report(event: WebhookEvent, attempt: int, trigger: str) -> Iterator[
     }
     # Neither costs an attempt anything until the project sets it up.
     sentry = sentry_sdk is not None and sentry_sdk.get_client().is_active()
-    tracing = tracer is not None and not isinstance(
-        trace.get_tracer_provider(), trace.ProxyTracerProvider
-    )
     scoped: Any = sentry_sdk.new_scope() if sentry else nullcontext()
     spanned: Any = (
         tracer.start_as_current_span(
             SPAN_NAME, attributes=tags, record_exception=False, set_status_on_exception=False
         )
-        if tracing
+        if tracing()
         else nullcontext()
     )
     with scoped as scope, spanned as span:

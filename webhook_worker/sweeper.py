@@ -11,6 +11,9 @@
    `retrying` lost its retry message, `processing` lost its worker (its
    advisory lock is free). Each is enqueued again.
 
+With OpenTelemetry set up, each is published inside a span `webhook.requeue`
+linked to the trace of the event's delivery (observability.requeue_span).
+
 Rows are claimed with `SELECT ... FOR UPDATE SKIP LOCKED` and updated in the
 same transaction, so any number of sweepers can run at once and each event
 is enqueued once.
@@ -38,6 +41,7 @@ from webhook_ingest.models import EventCount, WebhookEvent
 from .attempt_sql import lock_free_sql
 from .enqueue import enqueue_or_mark, mark_for_sweep
 from .models import AttemptCount, WebhookAttempt
+from .observability import requeue_span
 
 logger = logging.getLogger(__name__)
 
@@ -110,16 +114,18 @@ def _claim_and_enqueue(
             rows = list(
                 queryset.select_for_update(skip_locked=True)
                 .order_by("due_at")
-                .values_list("pk", "type")[:batch_size]
+                .values_list("pk", "type", "traceparent")[:batch_size]
             )
             if not rows:
                 break
-            WebhookEvent.objects.filter(pk__in=[pk for pk, _ in rows]).update(
+            WebhookEvent.objects.filter(pk__in=[pk for pk, *_ in rows]).update(
                 due_at=now, scheduled=False
             )
-        for index, (pk, event_type) in enumerate(rows):
-            if not enqueue_or_mark(pk, event_type, trigger=trigger):
-                mark_for_sweep([p for p, _ in rows[index + 1 :]])
+        for index, (pk, event_type, traceparent) in enumerate(rows):
+            with requeue_span(pk, event_type, trigger, traceparent):
+                enqueued = enqueue_or_mark(pk, event_type, trigger=trigger)
+            if not enqueued:
+                mark_for_sweep([p for p, *_ in rows[index + 1 :]])
                 logger.warning("sweeper stopped: broker unreachable; %d enqueued", total)
                 return total, False
             total += 1
