@@ -144,18 +144,23 @@ def queued_messages(queue: str) -> list[dict]:
         client.close()
 
 
-def test_every_message_goes_through_celerys_publish_and_its_signals(stack_env):
-    """The publisher's batches are Celery's own apply_async: receivers of its
-    publish signals see every message, and Flower gets the event type."""
-    queue = f"publisher-hooked-{uuid.uuid4().hex[:8]}"
-    out = subprocess.run(
-        [sys.executable, "-c", HOOKED],
+def run_publishing(stack_env: dict[str, str], script: str, queue: str) -> str:
+    """Run `script` in a process of its own, publishing to `queue`; what it printed."""
+    return subprocess.run(
+        [sys.executable, "-c", script],
         env={**stack_env, "WEBHOOKS_TEST_QUEUE": queue},
         check=True,
         timeout=60,
         capture_output=True,
         text=True,
     ).stdout.strip()
+
+
+def test_every_message_goes_through_celerys_publish_and_its_signals(stack_env):
+    """The publisher's batches are Celery's own apply_async: receivers of its
+    publish signals see every message, and Flower gets the event type."""
+    queue = f"publisher-hooked-{uuid.uuid4().hex[:8]}"
+    out = run_publishing(stack_env, HOOKED, queue)
     assert out == "3 ['process_event[invoice.paid]']"
     messages = queued_messages(queue)
     assert [m["headers"]["task"] for m in messages] == [TASK] * 3
@@ -200,14 +205,7 @@ print(sorted(seen))
 def test_each_message_is_published_in_the_context_its_event_was_handed_over_in(stack_env):
     """So the request's trace (OpenTelemetry, Sentry) goes into its message's headers."""
     queue = f"publisher-context-{uuid.uuid4().hex[:8]}"
-    out = subprocess.run(
-        [sys.executable, "-c", IN_THEIR_CONTEXTS],
-        env={**stack_env, "WEBHOOKS_TEST_QUEUE": queue},
-        check=True,
-        timeout=60,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
+    out = run_publishing(stack_env, IN_THEIR_CONTEXTS, queue)
     handed = [(f"evt_handed_{n}", f"request {n}") for n in range(3)]
     batched = [(f"evt_batched_{n}", f"batched {n}") for n in range(3)]
     assert out == str(sorted(handed + batched))
