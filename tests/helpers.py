@@ -100,3 +100,20 @@ def prepared_statements() -> list[str]:
     with connection.cursor() as cursor:
         cursor.execute("SELECT statement FROM pg_prepared_statements")
         return [row[0] for row in cursor.fetchall()]
+
+
+def other_sessions(states: Iterable[str] = ("active", "idle in transaction")) -> list[int]:
+    """Backends of this database, other than ours, in one of `states`."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+            "AND pid <> pg_backend_pid() AND state = ANY(%s)",
+            [list(states)],
+        )
+        return [pid for (pid,) in cursor.fetchall()]
+
+
+def wait_for_quiet_database(timeout: float = 30) -> None:
+    """Until no other session is in a statement or a transaction (a worker finishing up):
+    emptying the tables meanwhile could deadlock with it."""
+    wait_until(lambda: not other_sessions(), timeout=timeout, message="other sessions to go idle")

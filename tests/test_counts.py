@@ -26,7 +26,7 @@ from webhook_worker.actions import retry_events
 from webhook_worker.models import AttemptCount, WebhookAttempt
 from webhook_worker.sweeper import sweep
 
-from .helpers import make_event, post_signed, wait_until
+from .helpers import make_event, other_sessions, post_signed, wait_for_quiet_database, wait_until
 from .ops import add_attempt, store
 
 CHANGELIST = "/admin/webhook_ingest/webhookevent/"
@@ -142,6 +142,7 @@ def test_counts_stay_exact_through_a_burst_retries_pruning_and_deletes(client, w
     assert_counts_match_the_tables()
     assert by_status() == {**dict.fromkeys(WebhookEvent.Status.values, 0), "failed": 6}
     assert_monitoring_matches(client)
+    wait_for_quiet_database()  # before the tables are emptied for the next test
 
 
 @pytest.mark.django_db(transaction=True)
@@ -149,13 +150,21 @@ def test_counts_of_ended_database_sessions_are_folded_without_changing_totals(te
     store("customer.created", "succeeded")
     # Three short-lived sessions change events, as web and worker processes
     # with their own connections do.
+    ended = []
     for n in range(3):
         with psycopg.connect(test_db_url, autocommit=True) as other:
             other.execute(
                 "UPDATE webhook_ingest_webhookevent SET status = %s WHERE status = %s",
                 ["failed", "succeeded"] if n % 2 == 0 else ["succeeded", "failed"],
             )
+            ended.append(other.info.backend_pid)
         store("invoice.paid", "failed" if n % 2 else "succeeded")
+    # A backend exits a moment after its client closes the connection.
+    wait_until(
+        lambda: not set(ended) & set(other_sessions(("active", "idle", "idle in transaction"))),
+        timeout=30,
+        message="the short-lived sessions to end",
+    )
     before = counts.by_key()
     assert before == table_counts()
     sessions = set(EventCount.objects.values_list("session", flat=True))
