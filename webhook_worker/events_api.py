@@ -16,18 +16,19 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import stripe
 
 from webhook_ingest.parsing import type_prefixes
 
-from .stripe_events import rfc3339
+from .stripe_events import rfc3339_ms
 
 PAGE_SIZE = 100
 V1_EVENTS = "/v1/events"
 V2_EVENTS = "/v2/core/events"
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,7 @@ def list_page(
         if cursor:
             response = client.raw_request("get", cursor)
         else:
-            created = {"gte": rfc3339(start.timestamp()), "lt": rfc3339(end.timestamp())}
+            created = {"gte": rfc3339_ms(ms_ceiling(start)), "lt": rfc3339_ms(ms_ceiling(end))}
             response = client.raw_request("get", V2_EVENTS, limit=PAGE_SIZE, created=created)
         body = _json(response)
         events = [e for e in body.get("data") or [] if isinstance(e, dict)]
@@ -80,6 +81,16 @@ def list_page(
     events = [e for e in body.get("data") or [] if isinstance(e, dict)]
     more = bool(body.get("has_more")) and bool(events)
     return Page(events, str(events[-1].get("id", "")) if more else "")
+
+
+def ms_ceiling(moment: datetime) -> int:
+    """`moment` in whole milliseconds since the epoch, rounded up.
+
+    v2 events carry `created` in milliseconds: an event created before the
+    slice's end, in the same millisecond, is before this bound too. Slices
+    meet where one's end is the next one's start, so each event is in one.
+    """
+    return -((EPOCH - moment) // timedelta(milliseconds=1))
 
 
 def _json(response: Any) -> dict[str, Any]:

@@ -19,6 +19,7 @@ import copy
 import hashlib
 import hmac
 import json
+import math
 import secrets
 import string
 import time
@@ -170,9 +171,14 @@ def thin_related_object(event_type: str, object_id: str | None = None) -> dict[s
 
 
 def rfc3339(moment: float) -> str:
-    """A Unix time as thin events write `created`: UTC with milliseconds."""
-    whole = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(moment))
-    return f"{whole}.{int(round(moment % 1 * 1000)) % 1000:03d}Z"
+    """A Unix time as thin events write `created`: UTC, truncated to milliseconds."""
+    return rfc3339_ms(math.floor(moment * 1000))
+
+
+def rfc3339_ms(ms: int) -> str:
+    """Milliseconds since the epoch as thin events write `created`."""
+    whole = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms // 1000))
+    return f"{whole}.{ms % 1000:03d}Z"
 
 
 def build_thin_event(
