@@ -32,7 +32,6 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from importlib.metadata import version
 from pathlib import Path
@@ -44,13 +43,17 @@ import requests
 os.environ["DJANGO_SETTINGS_MODULE"] = "bench.djstripe_settings"
 django.setup()
 
-from django.apps import apps  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.core.management import call_command  # noqa: E402
-from django.db import connection  # noqa: E402
-from djstripe.models import Event, WebhookEndpoint  # noqa: E402
+from djstripe.models import Event  # noqa: E402
 
 from tests.constants import SECRET  # noqa: E402
+from tests.djstripe_support import (  # noqa: E402
+    ACCOUNT,
+    create_webhook_endpoint,
+    empty_djstripe_tables,
+    template,
+)
 from tests.stack import celery_worker, gunicorn, wait_until  # noqa: E402
 from tests.stripe_standin import StandIn, StandInServer  # noqa: E402
 from webhook_ingest.models import WebhookEvent  # noqa: E402
@@ -59,20 +62,6 @@ from webhook_worker.stripe_events import build_event, encode_event, sign_body  #
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "djstripe.json"
 TYPES = {"customer.subscription.updated": "subscriptions", "invoice.paid": "invoices"}
-ACCOUNT = {
-    "id": "acct_1BenchPlatform",
-    "object": "account",
-    "type": "standard",
-    "country": "US",
-    "default_currency": "usd",
-    "email": "owner@example.com",
-    "business_profile": {"name": "Bench shop"},
-    "settings": {"dashboard": {"display_name": "Bench shop"}},
-}
-
-
-def template(event_type: str) -> dict[str, Any]:
-    return build_event(event_type)["data"]["object"]
 
 
 def objects_for(number: int) -> dict[str, dict[str, Any]]:
@@ -150,12 +139,6 @@ def send_all(url: str, events: list[dict[str, Any]], senders: int) -> tuple[floa
     return start, latencies
 
 
-def empty_djstripe_tables() -> None:
-    tables = [m._meta.db_table for m in apps.get_app_config("djstripe").get_models()]
-    with connection.cursor() as cursor:
-        cursor.execute(f"TRUNCATE {', '.join(tables)} CASCADE")
-
-
 def summary(name: str, count: int, seconds: float, latencies: list[float]) -> dict[str, Any]:
     ordered = sorted(latencies)
     return {
@@ -193,15 +176,7 @@ def main() -> int:
     worker = celery_worker(env, logs, concurrency=2, name="bench")
     results = []
     try:
-        endpoint = WebhookEndpoint.objects.create(
-            id=f"we_{uuid.uuid4().hex[:24]}",
-            livemode=False,
-            api_version="2025-06-30.basil",
-            enabled_events=["*"],
-            secret=SECRET,
-            status="enabled",
-            url="https://shop.example.com/stripe/webhook/",
-        )
+        endpoint = create_webhook_endpoint()
         print(f"bench.djstripe: {args.events} events to dj-stripe's view", flush=True)
         start, latencies = send_all(
             f"{web.url}/stripe/webhook/{endpoint.djstripe_uuid}/", events, args.senders

@@ -11,7 +11,6 @@ webhook_worker/event_templates).
 from __future__ import annotations
 
 import os
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +30,6 @@ if "webhook_worker.contrib.djstripe" not in settings.INSTALLED_APPS:
     )
 
 from django.apps import apps  # noqa: E402
-from django.db import connection  # noqa: E402
 from django.test import Client  # noqa: E402
 from djstripe.models import Event, Invoice, Subscription, WebhookEndpoint  # noqa: E402
 
@@ -39,9 +37,15 @@ from webhook_ingest.models import WebhookEvent  # noqa: E402
 from webhook_worker.actions import retry_events  # noqa: E402
 from webhook_worker.contrib.djstripe.checks import check_djstripe_bridge  # noqa: E402
 from webhook_worker.models import WebhookAttempt  # noqa: E402
-from webhook_worker.stripe_events import build_event, encode_event, sign_body  # noqa: E402
+from webhook_worker.stripe_events import encode_event, sign_body  # noqa: E402
 
 from .constants import CONNECT_SECRET, SECRET  # noqa: E402
+from .djstripe_support import (  # noqa: E402
+    ACCOUNT,
+    create_webhook_endpoint,
+    empty_djstripe_tables,
+    template,
+)
 from .helpers import make_event, post_signed, wait_for_status, wait_until  # noqa: E402
 from .stack import Process  # noqa: E402
 from .stripe_standin import StandIn  # noqa: E402
@@ -59,25 +63,11 @@ SERVED = {
     "price.updated": "prices",
     "product.updated": "products",
 }
-ACCOUNT = {
-    "id": "acct_1StandInPlatform",
-    "object": "account",
-    "type": "standard",
-    "country": "US",
-    "default_currency": "usd",
-    "email": "owner@example.com",
-    "business_profile": {"name": "Stand-in shop"},
-    "settings": {"dashboard": {"display_name": "Stand-in shop"}},
-}
 # Rows that differ between two runs by nature: dj-stripe's own endpoint and
 # request records, and the keys it registers under generated ids.
 NOT_COMPARED = {"WebhookEndpoint", "WebhookEventTrigger", "APIKey"}
 # dj-stripe's bookkeeping columns: its integer keys and its own timestamps.
 LOCAL_COLUMNS = {"djstripe_id", "djstripe_created", "djstripe_updated"}
-
-
-def template(event_type: str) -> dict[str, Any]:
-    return build_event(event_type)["data"]["object"]
 
 
 def plan_of(price: dict[str, Any]) -> dict[str, Any]:
@@ -134,16 +124,7 @@ def djstripe_api(stripe_api: StandIn) -> StandIn:
 @pytest.fixture
 def djstripe_endpoint(transactional_db: None) -> WebhookEndpoint:
     """dj-stripe's own endpoint, `/stripe/webhook/<uuid>/`, verifying with the suite's secret."""
-    endpoint: WebhookEndpoint = WebhookEndpoint.objects.create(
-        id=f"we_{uuid.uuid4().hex[:24]}",
-        livemode=False,
-        api_version="2025-06-30.basil",
-        enabled_events=["*"],
-        secret=SECRET,
-        status="enabled",
-        url="https://shop.example.com/stripe/webhook/",
-    )
-    return endpoint
+    return create_webhook_endpoint()
 
 
 def calls(log_path: Path, event_id: str) -> list[tuple[str, int]]:
@@ -334,12 +315,6 @@ def djstripe_rows() -> dict[str, list[dict[str, Any]]]:
         if values:
             rows[model.__name__] = sorted(values, key=lambda row: str(row.get("id")))
     return rows
-
-
-def empty_djstripe_tables() -> None:
-    tables = [m._meta.db_table for m in apps.get_app_config("djstripe").get_models()]
-    with connection.cursor() as cursor:
-        cursor.execute(f"TRUNCATE {', '.join(tables)} CASCADE")
 
 
 def test_djstripe_view_and_ours_leave_equal_djstripe_rows(
